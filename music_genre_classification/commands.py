@@ -1,0 +1,65 @@
+"""Command line: python -m music_genre_classification.commands {train,test,infer,bot} ...
+
+Imports happen inside each command so that `infer` and `bot` start without Lightning, Hydra or MLflow.
+"""
+
+import sys
+from collections.abc import Callable
+
+import fire
+
+
+def _run(job: Callable[[], object]) -> None:
+    """Run a command; bad input ends it with one line on stderr and exit code 1 instead of a traceback."""
+    from music_genre_classification.audio import AudioError
+    from music_genre_classification.config import UserError
+    from music_genre_classification.dataset import DataError
+
+    try:
+        failed = job()
+    except (UserError, DataError, AudioError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    if failed is True:
+        sys.exit(1)
+
+
+def train(*overrides: str) -> None:
+    """Train a model. Hydra overrides, e.g.: model=baseline trainer.max_epochs=5 datamodule.batch_size=64 trainer=gpu"""
+    from music_genre_classification.train import train as run_training
+
+    _run(lambda: run_training(list(overrides)) and None)
+
+
+def test(checkpoint: str, *overrides: str) -> None:
+    """Score CHECKPOINT on the test part of its split, or on other data: datamodule.root=/path split=all"""
+    from music_genre_classification.evaluate import test as run_test
+
+    _run(lambda: run_test(checkpoint, list(overrides)) and None)
+
+
+def infer(
+    model_path: str, audio_path: str, output_path: str | None = None, segments: bool = False, batch_size: int = 16
+) -> None:
+    """Genre of one audio file, or of every audio file below a folder (results to --output_path .csv/.jsonl)."""
+    from music_genre_classification.inference import run_infer
+
+    _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size))
+
+
+def bot(checkpoint: str, token: str | None = None, base_url: str | None = None, max_file_mb: float | None = None):
+    """Telegram bot (long polling). Token from --token or TELEGRAM_BOT_TOKEN."""
+    from music_genre_classification.bot import run_bot
+
+    _run(lambda: run_bot(checkpoint, token, base_url, max_file_mb))
+
+
+def main() -> None:
+    fire.Fire({"train": train, "test": test, "infer": infer, "bot": bot})
+
+
+if __name__ == "__main__":
+    main()

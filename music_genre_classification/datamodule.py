@@ -1,0 +1,96 @@
+"""LightningDataModule over a GTZAN-layout dataset: spectrograms, split, crop loaders."""
+
+import csv
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from music_genre_classification.dataset import (
+    DataError,
+    RandomCrops,
+    WholeClips,
+    collate_clips,
+    is_spectrogram_folder,
+    load_spectrograms,
+    scan_clips,
+)
+from music_genre_classification.spectrogram import SpectrogramParams
+from music_genre_classification.split import PARTS
+
+
+class GenreDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        genres: list[str],
+        spectrogram: dict,
+        split=None,
+        split_table: list[dict] | None = None,
+        crop_columns: int = 128,
+        crops_per_clip: int = 4,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        cache_dir: str | None = ".cache/spectrograms",
+    ):
+        """`split` assigns clips to parts (see split.py); `split_table` replays a stored one instead."""
+        super().__init__()
+        self.root, self.genres = Path(root), list(genres)
+        self.params = SpectrogramParams(**spectrogram)
+        self.split, self.split_table = split, split_table
+        self.crop_columns, self.crops_per_clip = crop_columns, crops_per_clip
+        self.batch_size, self.num_workers, self.cache_dir = batch_size, num_workers, cache_dir
+        self.parts: dict[str, tuple[list, list]] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.parts:
+            return
+        if is_spectrogram_folder(self.root):
+            self._check_params(SpectrogramParams.from_dataset(self.root / "params.json"))
+        clips = scan_clips(self.root, self.genres)
+        part_of = self._assign({c.id: c.genre for c in clips})
+        clips = [c for c in clips if c.id in part_of]
+        clips, specs = load_spectrograms(clips, self.params, self.cache_dir)
+        self.split_table = [{"clip": c.id, "genre": c.genre, "part": part_of[c.id]} for c in clips]
+        label = {g: i for i, g in enumerate(self.genres)}
+        for part in PARTS:
+            chosen = [i for i, c in enumerate(clips) if part_of[c.id] == part]
+            self.parts[part] = ([specs[i] for i in chosen], [label[clips[i].genre] for i in chosen])
+        counts = ", ".join(f"{p} {len(self.parts[p][0])}" for p in PARTS)
+        print(f"data: {len(clips)} clips from {self.root} ({counts})")
+
+    def _assign(self, clips: dict[str, str]) -> dict[str, str]:
+        if self.split_table is None:
+            return self.split.assign(clips)
+        part_of = {row["clip"]: row["part"] for row in self.split_table if row["clip"] in clips}
+        if not any(p == "test" for p in part_of.values()):
+            raise DataError(f"{self.root}: holds no clip of the checkpoint's test split; add split=all to score all")
+        return part_of
+
+    def _check_params(self, found: SpectrogramParams) -> None:
+        if found != self.params:
+            raise DataError(f"{self.root}/params.json describes {found}, but the model expects {self.params}")
+
+    def write_split(self, path: str | Path) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["clip", "genre", "part"])
+            writer.writeheader()
+            writer.writerows(self.split_table)
+
+    def _loader(self, part: str, train: bool) -> DataLoader:
+        specs, labels = self.parts[part]
+        if not specs:
+            raise DataError(f"the {part} part of the split is empty")
+        if train:
+            data = RandomCrops(specs, labels, self.crop_columns, self.crops_per_clip)
+            return DataLoader(data, self.batch_size, shuffle=True, num_workers=self.num_workers, drop_last=False)
+        return DataLoader(WholeClips(specs, labels), self.batch_size, collate_fn=collate_clips, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,130 @@
+"""Clips in GTZAN layout (<root>/<genre>/<clip>.<ext>), their spectrograms (cached), and crop datasets."""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from music_genre_classification.audio import AudioError, check_clip, is_audio_file, load_audio
+from music_genre_classification.spectrogram import LogMel, SpectrogramParams, window_spectrograms
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used as asked; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str  # "<genre>/<file stem>", the key used by splits
+    genre: str
+    path: Path
+
+
+def is_spectrogram_folder(root: Path) -> bool:
+    return (Path(root) / "params.json").is_file()
+
+
+def scan_clips(root: str | Path, genres: list[str]) -> list[Clip]:
+    """Every clip under <root>/<genre>/ for the given genres: .npy spectrograms if params.json is there, else audio."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such dataset folder")
+    wanted = (lambda p: p.suffix == ".npy") if is_spectrogram_folder(root) else is_audio_file
+    clips = [
+        Clip(f"{genre}/{path.stem}", genre, path)
+        for genre in genres
+        for path in sorted((root / genre).glob("*"))
+        if path.is_file() and wanted(path)
+    ]
+    if not clips:
+        raise DataError(f"{root}: no clips found (expected <root>/<genre>/<clip> for genres {', '.join(genres)})")
+    return clips
+
+
+def params_key(params: SpectrogramParams) -> str:
+    return hashlib.sha1(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def audio_spectrogram(wave: np.ndarray, front_end: LogMel) -> torch.Tensor:
+    """A clip's spectrogram: its windows' spectrograms side by side (one window for a GTZAN clip)."""
+    return torch.cat([spec for _, _, spec in window_spectrograms(wave, front_end)], dim=1)
+
+
+def load_spectrograms(
+    clips: list[Clip], params: SpectrogramParams, cache_dir: str | Path | None = None
+) -> tuple[list[Clip], list[torch.Tensor]]:
+    """Spectrograms of the clips that can be read; unreadable ones are skipped with one warning line."""
+    front_end, kept, specs, skipped = LogMel(params), [], [], []
+    cache = Path(cache_dir) / params_key(params) if cache_dir else None
+    audio = [c for c in clips if c.path.suffix != ".npy"]
+    bar = tqdm(clips, desc="spectrograms", unit="clip", disable=not audio, leave=False)
+    for clip in bar:
+        try:
+            specs.append(_clip_spectrogram(clip, front_end, cache))
+            kept.append(clip)
+        except (AudioError, ValueError, OSError) as err:
+            skipped.append(f"{clip.path.name} ({str(err).removeprefix(str(clip.path) + ': ')})")
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable clip(s): {'; '.join(skipped)}")
+    if not kept:
+        raise DataError("no readable clip in the dataset")
+    return kept, specs
+
+
+def _clip_spectrogram(clip: Clip, front_end: LogMel, cache: Path | None) -> torch.Tensor:
+    if clip.path.suffix == ".npy":
+        spec = np.load(clip.path)
+        if spec.ndim != 2 or spec.shape[0] != front_end.params.n_mels:
+            raise ValueError(f"spectrogram of shape {spec.shape}, expected [{front_end.params.n_mels}, columns]")
+        return torch.from_numpy(spec.astype(np.float32))
+    cached = cache / f"{clip.id}.npy" if cache else None
+    if cached and cached.is_file() and cached.stat().st_mtime >= clip.path.stat().st_mtime:
+        return torch.from_numpy(np.load(cached))
+    wave = load_audio(clip.path, front_end.params.sample_rate)
+    check_clip(wave, front_end.params.sample_rate, str(clip.path))
+    spec = audio_spectrogram(wave, front_end)
+    if cached:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".partial.npy")  # never leave a half-written file under the trusted name
+        np.save(partial, spec.numpy())
+        partial.replace(cached)
+    return spec
+
+
+class RandomCrops(Dataset):
+    """`crops_per_clip` random crops of `crop` columns from every clip, drawn anew each epoch."""
+
+    def __init__(self, specs: list[torch.Tensor], labels: list[int], crop: int, crops_per_clip: int = 1):
+        self.specs, self.labels, self.crop, self.crops_per_clip = specs, labels, crop, crops_per_clip
+
+    def __len__(self) -> int:
+        return len(self.specs) * self.crops_per_clip
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        spec = self.specs[index % len(self.specs)]
+        if spec.shape[1] < self.crop:
+            spec = torch.nn.functional.pad(spec, (0, self.crop - spec.shape[1]))
+        start = int(torch.randint(0, spec.shape[1] - self.crop + 1, ()))
+        return spec[None, :, start : start + self.crop], self.labels[index % len(self.specs)]
+
+
+class WholeClips(Dataset):
+    """Whole clips for validation and test; the model averages over crops covering each one."""
+
+    def __init__(self, specs: list[torch.Tensor], labels: list[int]):
+        self.specs, self.labels = specs, labels
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.specs[index], self.labels[index]
+
+
+def collate_clips(batch: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return [spec for spec, _ in batch], torch.tensor([label for _, label in batch])

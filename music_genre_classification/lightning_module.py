@@ -1,0 +1,105 @@
+"""LightningModule: crop training with SpecAugment, per-clip validation/test, torchmetrics, AdamW + cosine."""
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from music_genre_classification.model import clip_probabilities
+
+STAGES = ("train", "val", "test")
+
+
+def spec_augment(crops: torch.Tensor, masks: int, freq_width: int, time_width: int) -> torch.Tensor:
+    """Zero (the spectrogram's floor) `masks` random frequency bands and time spans per crop."""
+    batch, _, mels, columns = crops.shape
+    keep = torch.ones_like(crops, dtype=torch.bool)
+    for size, width, axis in ((mels, freq_width, 2), (columns, time_width, 3)):
+        position = torch.arange(size, device=crops.device).view([1, 1, size, 1] if axis == 2 else [1, 1, 1, size])
+        for _ in range(masks):
+            widths = torch.randint(0, width + 1, (batch, 1, 1, 1), device=crops.device)
+            starts = (torch.rand(batch, 1, 1, 1, device=crops.device) * (size - widths + 1)).long()
+            keep &= (position < starts) | (position >= starts + widths)
+    return crops * keep
+
+
+class GenreModule(L.LightningModule):
+    def __init__(
+        self,
+        net: dict,
+        genres: list[str],
+        spectrogram: dict,
+        crop_columns: int = 128,
+        eval_hop: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        spec_augment: dict | None = None,
+        run_config: dict | None = None,
+    ):
+        """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint."""
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.net = instantiate(net, n_genres=len(genres))
+        self.split_table: list[dict] | None = None
+        n = len(genres)
+        for stage in STAGES:  # attributes, not a ModuleDict: "train" would clash with nn.Module.train
+            metrics = {"acc": MulticlassAccuracy(n, average="micro"), "f1": MulticlassF1Score(n, average="macro")}
+            setattr(self, f"{stage}_metrics", MetricCollection(metrics, prefix=f"{stage}/"))
+        self.confusion = torch.nn.ModuleDict({s: MulticlassConfusionMatrix(n) for s in ("val", "test")})
+        self.last_confusion: dict[str, torch.Tensor] = {}
+
+    def metrics(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.net(crops)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        crops, labels = batch
+        if self.hparams.spec_augment:
+            crops = spec_augment(crops, **self.hparams.spec_augment)
+        logits = self.net(crops)
+        loss = F.cross_entropy(logits, labels)
+        self.metrics("train").update(logits, labels)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self.log_dict(self.metrics("train"), on_step=False, on_epoch=True)
+        return loss
+
+    def _clip_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], stage: str) -> None:
+        specs, labels = batch
+        probs = clip_probabilities(self.net, specs, self.hparams.crop_columns, self.hparams.eval_hop)
+        loss = F.nll_loss(probs.clamp_min(1e-8).log(), labels)
+        self.metrics(stage).update(probs, labels)
+        self.confusion[stage].update(probs, labels)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(labels), sync_dist=True)
+        self.log_dict(self.metrics(stage), prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._clip_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._clip_step(batch, "test")
+
+    def _store_confusion(self, stage: str) -> None:
+        self.last_confusion[stage] = self.confusion[stage].compute().cpu()
+        self.confusion[stage].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._store_confusion("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._store_confusion("test")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 100
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["split_table"] = self.split_table
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.split_table = checkpoint.get("split_table")

@@ -1,0 +1,128 @@
+"""The one log-mel front end used by training, test, infer and the bot."""
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+
+
+@dataclass(frozen=True)
+class SpectrogramParams:
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 128
+    top_db: float = 80.0
+    window_s: float = 30.0  # audio is cut into windows of this length, each one normalised like a GTZAN clip
+    window_columns: int = 387  # columns of a whole window: every ~3.34th hop frame (~12.9 columns/s)
+
+    @property
+    def column_step(self) -> float:
+        """Hop frames per column, as params.json defines it for a 30-s clip: (T - 1.7) / columns."""
+        return (1 + round(self.window_s * self.sample_rate / self.hop_length) - 1.7) / self.window_columns
+
+    @property
+    def columns_per_second(self) -> float:
+        return self.window_columns / self.window_s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dataset(cls, params_json: Path) -> "SpectrogramParams":
+        """Read the params.json that describes a folder of precomputed spectrograms."""
+        raw = json.loads(Path(params_json).read_text())
+        if raw.get("power_to_db", {}).get("ref", "max") != "max" or "min-max" not in raw.get(
+            "normalization", "min-max"
+        ):
+            raise ValueError(f"{params_json}: only ref=max log-mel with per-clip min-max normalisation is supported")
+        return cls(
+            sample_rate=raw["sample_rate"],
+            n_fft=raw["n_fft"],
+            hop_length=raw["hop_length"],
+            n_mels=raw["n_mels"],
+            top_db=raw.get("power_to_db", {}).get("top_db", 80.0),
+            window_columns=raw.get("frames", cls.window_columns),
+        )
+
+
+class LogMel(torch.nn.Module):
+    """Waveform -> per-clip min-max normalised log-mel columns in [0, 1], shape [n_mels, columns].
+
+    Equivalent to librosa's melspectrogram (centered, zero padded, slaney mels) followed by
+    power_to_db(ref=max, top_db), min-max normalisation and column selection.
+    """
+
+    def __init__(self, params: SpectrogramParams = SpectrogramParams()):
+        super().__init__()
+        self.params = params
+        self.register_buffer("window", torch.hann_window(params.n_fft, periodic=True), persistent=False)
+        mel = AF.melscale_fbanks(
+            n_freqs=params.n_fft // 2 + 1,
+            f_min=0.0,
+            f_max=params.sample_rate / 2,
+            n_mels=params.n_mels,
+            sample_rate=params.sample_rate,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        self.register_buffer("mel_filters", mel, persistent=False)
+
+    def column_frames(self, n_samples: int) -> torch.Tensor:
+        """Indices of the hop frames kept as columns (the rule in data/dataset/spectrograms/params.json)."""
+        frames = 1 + n_samples // self.params.hop_length
+        span = max(frames - 1.7, 1.0)
+        # a window (at most window_s + 1 s long) never gets more columns than a whole one, as in data/dataset
+        columns = max(1, min(self.params.window_columns, round(span / self.params.column_step)))
+        picked = torch.floor((torch.arange(columns, dtype=torch.float64) + 0.5) * span / columns).long()
+        return picked.clamp_(0, frames - 1)
+
+    @torch.no_grad()
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        wave = wave.to(self.window.dtype)
+        stft = torch.stft(wave, p.n_fft, p.hop_length, window=self.window, pad_mode="constant", return_complex=True)
+        power = stft.T.abs().pow(2)
+        # ref=max and the min-max range come from every hop frame; only then are columns picked
+        db = 10 * torch.log10(torch.clamp(power @ self.mel_filters, min=1e-10))
+        db = (db - db.max()).clamp(min=-p.top_db)
+        low = db.min()
+        spec = (db - low) / -low if low < 0 else torch.zeros_like(db)
+        return spec[self.column_frames(wave.shape[-1])].T.contiguous()
+
+
+def window_bounds(n_samples: int, params: SpectrogramParams) -> list[tuple[int, int]]:
+    """Cut a track into consecutive windows of window_s; the last one keeps whatever is left (>= 1 s)."""
+    size = round(params.window_s * params.sample_rate)
+    starts = range(0, max(n_samples, 1), size)
+    bounds = [(s, min(s + size, n_samples)) for s in starts]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < params.sample_rate:
+        last = bounds.pop()  # a sliver under 1 s joins the window before it
+        bounds[-1] = (bounds[-1][0], last[1])
+    return bounds
+
+
+def window_spectrograms(wave: np.ndarray, front_end: LogMel) -> list[tuple[float, float, torch.Tensor]]:
+    """(start_s, end_s, spectrogram) for each window of a track."""
+    rate = front_end.params.sample_rate
+    signal = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    return [(a / rate, b / rate, front_end(signal[a:b])) for a, b in window_bounds(len(wave), front_end.params)]
+
+
+def crop_starts(columns: int, crop: int, hop: int) -> list[int]:
+    """Starts of crops of `crop` columns that cover a spectrogram of `columns` columns, ends included."""
+    if columns <= crop:
+        return [0]
+    count = math.ceil((columns - crop) / hop) + 1
+    return [round(i * (columns - crop) / (count - 1)) for i in range(count)]
+
+
+def clip_crops(spec: torch.Tensor, crop: int, hop: int) -> torch.Tensor:
+    """All crops covering one clip as a batch [n, 1, n_mels, crop]; short clips are zero padded."""
+    if spec.shape[-1] < crop:
+        spec = torch.nn.functional.pad(spec, (0, crop - spec.shape[-1]))
+    return torch.stack([spec[:, s : s + crop] for s in crop_starts(spec.shape[-1], crop, hop)]).unsqueeze(1)

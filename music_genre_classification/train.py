@@ -1,0 +1,129 @@
+"""train: compose configs, fit on crops, keep the best checkpoint by val/loss, log everything to MLflow."""
+
+import hashlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from music_genre_classification.config import UserError, compose, first_line, to_dict
+from music_genre_classification.data import ensure_data
+from music_genre_classification.plots import plot_confusion, plot_curves
+
+RUN_DIR_ENV = "MGC_RUN_DIR"  # DDP workers re-run the command; they join the run their launcher started
+
+
+class History(L.Callback):
+    """Epoch-level metrics, for the training-curve plots."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
+            self.rows.append({"epoch": trainer.current_epoch, **metrics})
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.rows and self.rows[-1]["epoch"] == trainer.current_epoch:
+            self.rows[-1].update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+
+
+def build(cfg: DictConfig, **kwargs):
+    """hydra.utils.instantiate with a one-line error for a bad override."""
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        raise UserError(f"cannot build {cfg.get('_target_', 'object')}: {first_line(err.__cause__ or err)}") from None
+
+
+def new_run_dir(output_dir: str) -> Path:
+    if os.environ.get(RUN_DIR_ENV):
+        return Path(os.environ[RUN_DIR_ENV])
+    now = datetime.now()
+    run_dir = base = Path(output_dir) / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S")
+    for n in range(1, 1000):
+        if not run_dir.exists():
+            break
+        run_dir = base.with_name(f"{base.name}-{n}")
+    run_dir.mkdir(parents=True)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    return run_dir
+
+
+def point_latest(best: Path, link: Path) -> None:
+    """outputs/model_full.ckpt -> the best checkpoint of the latest run (a relative symlink, else a copy)."""
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        tmp.symlink_to(os.path.relpath(best.resolve(), link.parent.resolve()))
+    except OSError:
+        tmp.write_bytes(best.read_bytes())
+    os.replace(tmp, link)
+
+
+def parameter_digest(module: torch.nn.Module) -> str:
+    digest = hashlib.sha1()
+    for tensor in module.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train(overrides: list[str]) -> dict:
+    cfg = compose("train", overrides)
+    run_dir = new_run_dir(cfg.output_dir)
+    cfg.run_dir = str(run_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    ensure_data(cfg.datamodule.root, cfg.data)
+
+    datamodule = build(cfg.datamodule, split=build(cfg.split))
+    datamodule.setup("fit")
+    module = build(
+        cfg.model,
+        _recursive_=False,
+        _convert_="all",
+        genres=list(cfg.datamodule.genres),
+        spectrogram=to_dict(cfg.datamodule.spectrogram),
+        crop_columns=cfg.datamodule.crop_columns,
+        run_config=to_dict(cfg),
+    )
+    module.split_table = datamodule.split_table
+    history = History()
+    callbacks = [build(c) for c in cfg.callbacks.values()] + [history]
+    logger = build(cfg.logger) if cfg.get("logger") else False
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+
+    plot_dir = run_dir / "plots"
+    if trainer.is_global_zero:
+        plot_dir.mkdir(exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        datamodule.write_split(run_dir / "split.csv")
+        if logger:
+            logger.log_hyperparams(to_dict(cfg))
+
+    trainer.fit(module, datamodule=datamodule)
+    best = Path(trainer.checkpoint_callback.best_model_path)
+    val = {k: float(v) for k, v in trainer.validate(module, datamodule, ckpt_path=str(best), verbose=False)[0].items()}
+    result = {"run_dir": str(run_dir), "best_checkpoint": str(best), **val}
+    if trainer.world_size > 1:
+        (run_dir / f"rank{trainer.global_rank}.json").write_text(
+            json.dumps({**result, "parameters_sha1": parameter_digest(module)}, indent=2)
+        )
+    if trainer.is_global_zero:
+        point_latest(best, Path(cfg.output_dir) / "model_full.ckpt")
+        pngs = plot_curves(history.rows, plot_dir)
+        genres = list(cfg.datamodule.genres)
+        pngs.append(plot_confusion(module.last_confusion["val"].numpy(), genres, plot_dir / "confusion_val.png", "val"))
+        (run_dir / "val_metrics.json").write_text(json.dumps(result, indent=2))
+        if logger:
+            for path in [run_dir / "config.yaml", run_dir / "split.csv", *pngs]:
+                logger.experiment.log_artifact(logger.run_id, str(path))
+        metrics = "  ".join(f"{k}={v:.4f}" for k, v in val.items())
+        print(f"\nrun directory:   {run_dir}\nbest checkpoint: {best}\nvalidation:      {metrics}")
+    return result
