@@ -225,10 +225,10 @@ def run_infer(
     model_path: str, audio_path: str, output_path: str | None, segments: bool = False, batch_size: int = 16
 ) -> bool:
     """The `infer` command; returns True when some file failed (the exit code says so)."""
+    classifier = GenreClassifier.from_checkpoint(model_path)
     source = Path(audio_path)
     if not source.exists():
         raise UserError(f"{source}: no such file or folder")
-    classifier = GenreClassifier.from_checkpoint(model_path)
     output = Path(output_path) if output_path else None
     if source.is_file():
         prediction = classifier.predict(source)

@@ -44,7 +44,7 @@ def build(cfg: DictConfig, **kwargs):
 
 
 def new_run_dir(output_dir: str) -> Path:
-    if os.environ.get(RUN_DIR_ENV):
+    if os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
         return Path(os.environ[RUN_DIR_ENV])
     now = datetime.now()
     run_dir = base = Path(output_dir) / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S")
@@ -80,8 +80,13 @@ def train(overrides: list[str]) -> dict:
     run_dir = new_run_dir(cfg.output_dir)
     cfg.run_dir = str(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ensure_data(cfg.datamodule.root, cfg.data)
+    history = History()
+    logger = build(cfg.logger) if cfg.get("logger") else False
+    wanted = {name: c for name, c in cfg.callbacks.items() if logger or name != "lr_monitor"}  # it needs a logger
+    callbacks = [build(c) for c in wanted.values()] + [history]
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
 
+    ensure_data(cfg.datamodule.root, cfg.data)
     datamodule = build(cfg.datamodule, split=build(cfg.split))
     datamodule.setup("fit")
     module = build(
@@ -94,11 +99,6 @@ def train(overrides: list[str]) -> dict:
         run_config=to_dict(cfg),
     )
     module.split_table = datamodule.split_table
-    history = History()
-    callbacks = [build(c) for c in cfg.callbacks.values()] + [history]
-    logger = build(cfg.logger) if cfg.get("logger") else False
-    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
-
     plot_dir = run_dir / "plots"
     if trainer.is_global_zero:
         plot_dir.mkdir(exist_ok=True)

@@ -1,0 +1,84 @@
+"""Shared fixtures: synthetic separable "genres" of real audio files, the real CLI, the real DVC data."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+GENRES = ["low", "mid", "high"]
+SR = 22050
+# small and fast: a tiny CNN on 32-column crops of 4-s clips, on the CPU
+TRAIN_ARGS = [
+    f"datamodule.genres=[{','.join(GENRES)}]",
+    "datamodule.crop_columns=32",
+    "datamodule.batch_size=8",
+    "datamodule.crops_per_clip=8",
+    "model.net.channels=[8,16,16,32]",
+    "model.eval_hop=16",
+    "model.lr=0.01",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=8",
+    "+trainer.enable_progress_bar=false",
+]
+
+
+def tone(genre: str, seed: int, seconds: float = 4.0, sr: int = SR) -> np.ndarray:
+    """A clip whose spectrum tells its genre: a chord low, mid or high in frequency, plus noise."""
+    rng = np.random.default_rng(seed)
+    base = {"low": 110.0, "mid": 700.0, "high": 3000.0}[genre] * rng.uniform(0.9, 1.1)
+    t = np.arange(int(seconds * sr)) / sr
+    wave = sum(np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6)) / k for k in (1, 1.5, 2))
+    return (0.2 * wave + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def write_gtzan(root: Path, clips_per_genre: int = 8, seconds: float = 4.0) -> Path:
+    for g, genre in enumerate(GENRES):
+        (root / genre).mkdir(parents=True, exist_ok=True)
+        for i in range(clips_per_genre):
+            sf.write(root / genre / f"{genre}.{i:05d}.wav", tone(genre, 100 * g + i, seconds), SR)
+    return root
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real command line, in its own process, as a user runs it."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    command = [sys.executable, "-m", "music_genre_classification.commands", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def synthetic_gtzan(tmp_path_factory) -> Path:
+    root = write_gtzan(tmp_path_factory.mktemp("synthetic") / "gtzan")
+    (root / "mid" / "mid.broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")  # a corrupt clip
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained(synthetic_gtzan, tmp_path_factory) -> dict:
+    """One real `train` run (CLI, Hydra, Lightning, MLflow sqlite store) shared by the tests that need a model."""
+    work = tmp_path_factory.mktemp("train_run")
+    result = run_cli("train", f"datamodule.root={synthetic_gtzan}", *TRAIN_ARGS, cwd=work)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {
+        "work": work,
+        "checkpoint": work / "outputs" / "model_full.ckpt",
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+    }
+
+
+@pytest.fixture(scope="session")
+def real_dataset() -> Path:
+    """data/dataset of this repo, brought by a real `dvc pull` from ../shared/dvc-store when missing."""
+    dataset = REPO / "data" / "dataset"
+    if not dataset.is_dir():
+        if not (SHARED / "dvc-store").is_dir():
+            pytest.skip("no ../shared/dvc-store beside the repo")
+        subprocess.run([sys.executable, "-m", "dvc", "pull", "data.dvc"], cwd=REPO, check=True, capture_output=True)
+    return dataset

@@ -1,0 +1,58 @@
+from collections import Counter
+
+import pytest
+
+from music_genre_classification.split import AllTest, ListSplit, RandomSplit, read_list
+
+
+def gtzan_like(per_genre: int = 100) -> dict[str, str]:
+    genres = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
+    return {f"{g}/{g}.{i:05d}": g for g in genres for i in range(per_genre)}
+
+
+def test_random_split_is_stratified_70_15_15_by_clip():
+    clips = gtzan_like()
+    parts = RandomSplit(seed=42).assign(clips)
+    assert set(parts) == set(clips)  # every clip in exactly one part
+    per_genre = Counter((clips[c], p) for c, p in parts.items())
+    for genre in set(clips.values()):
+        assert (per_genre[genre, "train"], per_genre[genre, "val"], per_genre[genre, "test"]) == (70, 15, 15)
+
+
+def test_random_split_is_deterministic_and_seed_dependent():
+    clips = gtzan_like(20)
+    assert RandomSplit(seed=1).assign(clips) == RandomSplit(seed=1).assign(dict(reversed(clips.items())))
+    assert RandomSplit(seed=1).assign(clips) != RandomSplit(seed=2).assign(clips)
+
+
+def test_random_split_rejects_fractions_not_summing_to_one():
+    with pytest.raises(ValueError, match="sum to 1"):
+        RandomSplit(train=0.8, val=0.15, test=0.15)
+
+
+def test_fault_filtered_lists_are_disjoint_and_sized_as_sturm():
+    lists = {name: read_list(f"{name}_filtered.txt") for name in ("train", "valid", "test")}
+    assert [len(v) for v in lists.values()] == [443, 197, 290]
+    assert not set(lists["train"]) & set(lists["valid"]) and not set(lists["test"]) & set(lists["train"])
+
+
+def test_fault_filtered_without_test_clips_tests_on_valid_list(capsys):
+    clips = gtzan_like()
+    present = {c: g for c, g in clips.items() if c not in set(read_list("test_filtered.txt"))}
+    split = ListSplit("train_filtered.txt", "valid_filtered.txt", "test_filtered.txt", name="fault_filtered")
+    parts = split.assign(present)
+    assert sorted(c for c, p in parts.items() if p == "test") == sorted(read_list("valid_filtered.txt"))
+    train_list = set(read_list("train_filtered.txt"))
+    assert {c for c, p in parts.items() if p in ("train", "val")} == train_list
+    assert 0.1 < Counter(parts.values())["val"] / len(train_list) < 0.2
+    assert "testing on the val list" in capsys.readouterr().out
+
+
+def test_fault_filtered_with_full_gtzan_uses_all_three_lists():
+    split = ListSplit("train_filtered.txt", "valid_filtered.txt", "test_filtered.txt")
+    counts = Counter(split.assign(gtzan_like()).values())
+    assert counts == {"train": 443, "val": 197, "test": 290}
+
+
+def test_all_split_makes_everything_test():
+    assert set(AllTest().assign(gtzan_like(3)).values()) == {"test"}

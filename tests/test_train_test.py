@@ -1,0 +1,130 @@
+"""`train` then `test` through the real CLI on separable synthetic audio."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from conftest import GENRES, TRAIN_ARGS, run_cli
+
+
+def test_train_learns_and_test_reports_per_clip_metrics(trained):
+    work, ckpt = trained["work"], trained["checkpoint"]
+    assert "best checkpoint:" in trained["stdout"] and "val/acc=" in trained["stdout"]
+    assert "skipped 1 unreadable clip(s): mid.broken.wav" in trained["stdout"]  # one warning line, no crash
+
+    result = run_cli("test", str(ckpt), cwd=work)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "confusion (rows: true, columns: predicted)" in result.stdout
+    report = json.loads(ckpt.resolve().with_suffix(".test.json").read_text())
+    assert report["accuracy"] >= 0.8  # chance is 1/3
+    assert report["macro_f1"] >= 0.75
+    assert set(report["per_genre"]) == set(GENRES) and report["clips"] == sum(
+        r["support"] for r in report["per_genre"].values()
+    )
+    assert len(report["confusion"]["matrix"]) == 3
+
+
+def test_run_directory_holds_config_split_checkpoint_and_plots(trained):
+    ckpt = trained["checkpoint"]
+    assert ckpt.is_symlink()
+    run_dir = ckpt.resolve().parent.parent
+    assert run_dir.parent.parent == trained["work"] / "outputs"  # outputs/<date>/<time>/
+    assert (run_dir / "config.yaml").is_file()
+    assert {p.name for p in (run_dir / "plots").glob("*.png")} >= {
+        "curve_loss.png",
+        "curve_acc.png",
+        "confusion_val.png",
+    }
+    rows = list(csv.DictReader(open(run_dir / "split.csv")))
+    assert {r["part"] for r in rows} == {"train", "val", "test"}
+    assert len({r["clip"] for r in rows}) == len(rows) == 24  # by clip, the corrupt clip left out
+
+
+def test_mlflow_store_has_params_metrics_and_artifacts(trained):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{trained['work'] / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("music-genre-classification")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["model/net/_target_"] == "music_genre_classification.model.GenreCNN"
+    assert run.data.params["datamodule/crop_columns"] == "32"
+    for key in ("train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1"):
+        assert len(client.get_metric_history(run.info.run_id, key)) >= 2, key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "split.csv", "confusion_val.png", "curve_loss.png"} <= artifacts
+
+
+def test_checkpoint_alone_is_enough_to_test(trained, tmp_path):
+    alone = tmp_path / "model.ckpt"
+    shutil.copy(trained["checkpoint"].resolve(), alone)
+    ckpt = torch.load(alone, weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    assert hp["genres"] == GENRES and hp["spectrogram"]["n_mels"] == 128
+    assert hp["run_config"]["datamodule"]["crop_columns"] == 32
+    assert {row["part"] for row in ckpt["split_table"]} == {"train", "val", "test"}
+    result = run_cli("test", str(alone), cwd=tmp_path)  # no run dir, no overrides, another working dir
+    assert result.returncode == 0, result.stderr[-2000:]
+    original = json.loads(trained["checkpoint"].resolve().with_suffix(".test.json").read_text())
+    assert json.loads(alone.with_suffix(".test.json").read_text())["accuracy"] == original["accuracy"]
+
+
+def test_test_scores_other_labelled_data_with_split_all(trained, tmp_path):
+    from conftest import write_gtzan
+
+    other = write_gtzan(tmp_path / "other", clips_per_genre=3, seconds=6)
+    result = run_cli("test", str(trained["checkpoint"]), f"datamodule.root={other}", "split=all", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "clips 9 " in result.stdout
+    written = list(trained["checkpoint"].resolve().parent.glob("*.test_other_all.json"))
+    assert json.loads(written[0].read_text())["accuracy"] >= 0.66
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "trainer.accelerator=quantum"], "error: cannot build lightning.pytorch.Trainer"),
+        (["train", "model=nonexistent"], "error: bad config override"),
+        (["train", "trainer.no_such_key=1"], "error: bad config override"),
+        (["test", "missing.ckpt"], "error: missing.ckpt: no such checkpoint"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, message):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_empty_dataset_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("train", f"datamodule.root={tmp_path / 'empty'}", *TRAIN_ARGS, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no clips found" in result.stderr
+
+
+def test_not_a_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "fake.ckpt").write_text("hello")
+    result = run_cli("test", "fake.ckpt", cwd=tmp_path)
+    assert result.returncode == 1 and "not a readable checkpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_with_two_processes_agrees_across_ranks(synthetic_gtzan, tmp_path):
+    args = [a for a in TRAIN_ARGS if not a.startswith("trainer.max_epochs")]
+    result = run_cli(
+        "train",
+        f"datamodule.root={synthetic_gtzan}",
+        *args,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.max_epochs=2",
+        "~logger",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = {p.parent for p in Path(tmp_path, "outputs").rglob("rank0.json")}
+    ranks = [json.loads((run_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["parameters_sha1"] == ranks[1]["parameters_sha1"]  # DDP kept the replicas identical
+    assert ranks[0]["val/acc"] == ranks[1]["val/acc"] and ranks[0]["val/loss"] == ranks[1]["val/loss"]
