@@ -9,8 +9,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".webm")
-SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
+AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".webm")
+SOUNDFILE_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
 MIN_DURATION_S = 1.0
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this a clip carries no music to classify
 
