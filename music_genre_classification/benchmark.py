@@ -15,7 +15,7 @@ from music_genre_classification.inference import GenreClassifier, audio_files
 
 
 def kaggle_features(path: Path) -> np.ndarray:
-    """The seeds' 57 features: chroma, rms, spectral centroid/bandwidth/rolloff, zcr, harmony/percussive, tempo, 20 MFCC."""
+    """The seeds' 57 features: chroma, rms, centroid, bandwidth, rolloff, zcr, harmonic/percussive, tempo, 20 MFCC."""
     import librosa
 
     y, sr = librosa.load(path, sr=22050)
