@@ -1,6 +1,6 @@
-"""Command line: python -m music_genre_classification.commands {train,test,infer,bot} ...
+"""Command line: python -m music_genre_classification.commands {train,test,infer} ...
 
-Imports happen inside each command so that `infer` and `bot` start without Lightning, Hydra or MLflow.
+Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
 
 import sys
@@ -50,15 +50,8 @@ def infer(
     _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size))
 
 
-def bot(checkpoint: str, token: str | None = None, base_url: str | None = None, max_file_mb: float | None = None):
-    """Telegram bot (long polling). Token from --token or TELEGRAM_BOT_TOKEN."""
-    from music_genre_classification.bot import run_bot
-
-    _run(lambda: run_bot(checkpoint, token, base_url, max_file_mb))
-
-
 def main() -> None:
-    fire.Fire({"train": train, "test": test, "infer": infer, "bot": bot})
+    fire.Fire({"train": train, "test": test, "infer": infer})
 
 
 if __name__ == "__main__":
