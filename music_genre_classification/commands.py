@@ -1,4 +1,4 @@
-"""Command line: python -m music_genre_classification.commands {train,test,infer} ...
+"""Command line: python -m music_genre_classification.commands {train,test,infer,bot} ...
 
 Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
@@ -50,8 +50,23 @@ def infer(
     _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size))
 
 
+def bot(
+    model_path: str = "outputs/model_full.ckpt",
+    token: str | None = None,
+    base_url: str | None = None,
+    base_file_url: str | None = None,
+    local_mode: bool = False,
+    max_file_mb: float | None = None,
+    files_per_minute: int = 5,
+) -> None:
+    """Telegram bot (long polling); token from --token or TELEGRAM_BOT_TOKEN; --base_url for a self-hosted server."""
+    from music_genre_classification.bot import run_bot
+
+    _run(lambda: run_bot(model_path, token, base_url, base_file_url, local_mode, max_file_mb, files_per_minute))
+
+
 def main() -> None:
-    fire.Fire({"train": train, "test": test, "infer": infer})
+    fire.Fire({"train": train, "test": test, "infer": infer, "bot": bot})
 
 
 if __name__ == "__main__":
