@@ -36,6 +36,7 @@ class GenreModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         spec_augment: dict | None = None,
+        mixup: float = 0.0,
         run_config: dict | None = None,
     ):
         """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint."""
@@ -60,8 +61,14 @@ class GenreModule(L.LightningModule):
         crops, labels = batch
         if self.hparams.spec_augment:
             crops = spec_augment(crops, **self.hparams.spec_augment)
-        logits = self.net(crops)
-        loss = F.cross_entropy(logits, labels)
+        if self.hparams.mixup > 0:  # blend pairs of crops and their labels: a smoother target on little data
+            mix = torch.distributions.Beta(self.hparams.mixup, self.hparams.mixup).sample().to(crops.device)
+            partner = torch.randperm(len(labels), device=crops.device)
+            logits = self.net(mix * crops + (1 - mix) * crops[partner])
+            loss = mix * F.cross_entropy(logits, labels) + (1 - mix) * F.cross_entropy(logits, labels[partner])
+        else:
+            logits = self.net(crops)
+            loss = F.cross_entropy(logits, labels)
         self.metrics("train").update(logits, labels)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log_dict(self.metrics("train"), on_step=False, on_epoch=True)

@@ -1,0 +1,39 @@
+"""Training-time pieces of the LightningModule: SpecAugment masks and mixup."""
+
+import torch
+import torch.nn.functional as F
+
+from music_genre_classification.lightning_module import GenreModule, spec_augment
+
+NET = {"_target_": "music_genre_classification.model.GenreCNN", "channels": [4, 8, 8, 8]}
+
+
+def module(**kwargs) -> GenreModule:
+    torch.manual_seed(0)
+    return GenreModule(NET, genres=["a", "b", "c"], spectrogram={}, crop_columns=16, **kwargs)
+
+
+def test_spec_augment_zeroes_whole_bands_no_wider_than_configured():
+    crops = torch.rand(64, 1, 32, 40) + 0.1
+    masked = spec_augment(crops, masks=1, freq_width=5, time_width=7)
+    zero = masked == 0
+    rows = zero.all(dim=3).squeeze(1)  # frequency bands masked over the whole crop
+    columns = zero.all(dim=2).squeeze(1)
+    assert (zero == (rows[:, None, :, None] | columns[:, None, None, :])).all()  # nothing but bands is zeroed
+    assert rows.sum(1).max() <= 5 and columns.sum(1).max() <= 7 and rows.any() and columns.any()
+    assert torch.equal(masked[~zero], crops[~zero])
+
+
+def test_mixup_loss_is_the_blend_of_both_labels_losses():
+    crops, labels = torch.rand(8, 1, 32, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    plain, mixed = module(), module(mixup=0.4)
+    mixed.load_state_dict(plain.state_dict())
+    torch.manual_seed(1)
+    loss = mixed.training_step((crops, labels), 0)
+    torch.manual_seed(1)  # the same draws: the blend weight, then the partners
+    mix = torch.distributions.Beta(0.4, 0.4).sample()
+    partner = torch.randperm(8)
+    logits = plain.net(mix * crops + (1 - mix) * crops[partner])
+    expected = mix * F.cross_entropy(logits, labels) + (1 - mix) * F.cross_entropy(logits, labels[partner])
+    assert torch.allclose(loss, expected, atol=1e-5) and 0 < mix < 1
+    assert not torch.allclose(loss, F.cross_entropy(plain.net(crops), labels))
