@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from music_genre_classification.audio import AudioError, check_clip, is_audio_file, load_audio, resample
 from music_genre_classification.config import UserError
-from music_genre_classification.model import clip_probabilities
+from music_genre_classification.model import clip_probabilities, for_inference
 from music_genre_classification.spectrogram import LogMel, SpectrogramParams, window_spectrograms
 
 
@@ -61,7 +61,7 @@ class Prediction:
 
 class GenreClassifier:
     def __init__(self, net: torch.nn.Module, genres: list[str], params: SpectrogramParams, crop: int, hop: int):
-        self.net, self.genres, self.crop, self.hop = net.eval(), list(genres), crop, hop
+        self.net, self.genres, self.crop, self.hop = for_inference(net), list(genres), crop, hop
         self.front_end = LogMel(params)
 
     @classmethod

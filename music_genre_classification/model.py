@@ -2,6 +2,7 @@
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from music_genre_classification.spectrogram import clip_crops
 
@@ -41,9 +42,27 @@ class MelBaseline(nn.Module):
         return self.head(crops.mean(dim=(1, 3)))
 
 
-def clip_probabilities(net: nn.Module, specs: list[torch.Tensor], crop: int, hop: int) -> torch.Tensor:
+def for_inference(net: nn.Module) -> nn.Module:
+    """Eval mode with every Conv2d -> BatchNorm2d pair folded into one conv, in channels_last layout.
+
+    The same outputs (to float rounding) about twice as fast on a CPU: one pass less over each feature map.
+    """
+    net = net.eval()
+    for module in list(net.modules()):
+        if isinstance(module, nn.Sequential):
+            layers = list(module)
+            for i in range(len(layers) - 1):
+                if isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(layers[i], layers[i + 1])
+                    module[i + 1] = nn.Identity()
+    return net.to(memory_format=torch.channels_last)
+
+
+def clip_probabilities(net: nn.Module, specs: list[torch.Tensor], crop: int, hop: int, chunk: int = 32) -> torch.Tensor:
     """Genre probabilities per clip [n_clips, n_genres]: softmax averaged over crops covering each clip."""
     crops = [clip_crops(spec, crop, hop) for spec in specs]
     device = next(net.parameters()).device
-    probs = net(torch.cat(crops).to(device)).softmax(dim=1)
+    batch = torch.cat(crops).to(device)
+    # a few dozen crops at a time keep a CNN's feature maps in the CPU caches
+    probs = torch.cat([net(part).softmax(dim=1) for part in batch.split(chunk)])
     return torch.stack([p.mean(dim=0) for p in probs.split([len(c) for c in crops])])

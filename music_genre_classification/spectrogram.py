@@ -86,7 +86,7 @@ class LogMel(torch.nn.Module):
         p = self.params
         wave = wave.to(self.window.dtype)
         stft = torch.stft(wave, p.n_fft, p.hop_length, window=self.window, pad_mode="constant", return_complex=True)
-        power = stft.T.abs().pow(2)
+        power = (stft.real.square() + stft.imag.square()).T  # |X|^2 without abs's square root
         # ref=max and the min-max range come from every hop frame; only then are columns picked
         db = 10 * torch.log10(torch.clamp(power @ self.mel_filters, min=1e-10))
         db = (db - db.max()).clamp(min=-p.top_db)

@@ -34,7 +34,10 @@ def tone(genre: str, seed: int, seconds: float = 4.0, sr: int = SR) -> np.ndarra
     base = {"low": 110.0, "mid": 700.0, "high": 3000.0}[genre] * rng.uniform(0.9, 1.1)
     t = np.arange(int(seconds * sr)) / sr
     wave = sum(np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6)) / k for k in (1, 1.5, 2))
-    return (0.2 * wave + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    # the noise is drawn at 22050 Hz whatever `sr`, so that every sample rate sounds the same after resampling
+    noise_t = np.arange(int(seconds * SR)) / SR
+    noise = np.interp(t, noise_t, rng.standard_normal(noise_t.size))
+    return (0.2 * wave + 0.02 * noise).astype(np.float32)
 
 
 def write_gtzan(root: Path, clips_per_genre: int = 8, seconds: float = 4.0) -> Path:

@@ -37,3 +37,16 @@ def test_mixup_loss_is_the_blend_of_both_labels_losses():
     expected = mix * F.cross_entropy(logits, labels) + (1 - mix) * F.cross_entropy(logits, labels[partner])
     assert torch.allclose(loss, expected, atol=1e-5) and 0 < mix < 1
     assert not torch.allclose(loss, F.cross_entropy(plain.net(crops), labels))
+
+
+def test_inference_network_folds_batchnorm_and_keeps_the_outputs():
+    from music_genre_classification.model import for_inference
+
+    net = module().net
+    crops = torch.rand(12, 1, 32, 16)
+    for _ in range(3):  # training steps give BatchNorm running statistics that are not the identity
+        net(torch.rand(8, 1, 32, 16) * 3)
+    expected = net.eval()(crops)
+    fused = for_inference(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert torch.allclose(fused(crops), expected, atol=1e-5)
