@@ -114,24 +114,25 @@ class GenreBot:
         await message.reply_text(reply, parse_mode="HTML")
 
     async def _classify(self, bot, attachment, name: str) -> str:
+        """The reply, as Telegram HTML: the genre table, or why there is none."""
         from telegram.error import TelegramError
 
         with tempfile.TemporaryDirectory(prefix="genre-bot-") as folder:
             try:
                 tg_file = await bot.get_file(attachment.file_id)
                 if _too_big(tg_file.file_size, self.max_file_mb):
-                    return self._too_big_text(tg_file.file_size)
+                    return html.escape(self._too_big_text(tg_file.file_size))
                 path = Path(folder) / ("audio" + _suffix(name, tg_file.file_path))
                 await tg_file.download_to_drive(path)
             except TelegramError as err:
                 log.warning("download of %s failed: %s", attachment.file_id, err)
-                return f"I could not download {name} from Telegram ({err.message})."
+                return html.escape(f"I could not download {name} from Telegram ({err.message}).")
             try:
                 prediction = await asyncio.get_running_loop().run_in_executor(self.pool, self.classifier.predict, path)
             except AudioError as err:
                 log.info("%s: %s", name, err)
                 reason = str(err).replace(f"{path}: ", "").replace(str(path), name)  # no server paths in replies
-                return f"I cannot classify {name}: {reason}."
+                return html.escape(f"I cannot classify {name}: {reason}.")
         return format_reply(prediction)
 
     def _too_big_text(self, size: int) -> str:

@@ -25,6 +25,15 @@ def spec_augment(crops: torch.Tensor, masks: int, freq_width: int, time_width: i
     return crops * keep
 
 
+def shift_mels(crops: torch.Tensor, max_shift: int) -> torch.Tensor:
+    """Move each crop up or down by up to `max_shift` mel bands (a rough pitch shift), the gap filled with zeros."""
+    batch, _, mels, _ = crops.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (batch, 1, 1, 1), device=crops.device)
+    source = torch.arange(mels, device=crops.device).view(1, 1, mels, 1) - shifts
+    inside = (source >= 0) & (source < mels)
+    return crops.gather(2, source.clamp(0, mels - 1).expand_as(crops)) * inside
+
+
 class GenreModule(L.LightningModule):
     def __init__(
         self,
@@ -37,6 +46,7 @@ class GenreModule(L.LightningModule):
         weight_decay: float = 1e-4,
         spec_augment: dict | None = None,
         mixup: float = 0.0,
+        mel_shift: int = 0,
         run_config: dict | None = None,
     ):
         """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint."""
@@ -59,6 +69,8 @@ class GenreModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         crops, labels = batch
+        if self.hparams.mel_shift:
+            crops = shift_mels(crops, self.hparams.mel_shift)
         if self.hparams.spec_augment:
             crops = spec_augment(crops, **self.hparams.spec_augment)
         if self.hparams.mixup > 0:  # blend pairs of crops and their labels: a smoother target on little data

@@ -57,21 +57,52 @@ class ListSplit:
 
     name = "lists"
 
-    def __init__(self, train: str, val: str, test: str, val_fraction: float = 0.15, seed: int = 42, name: str = ""):
+    def __init__(
+        self,
+        train: str,
+        val: str,
+        test: str,
+        val_fraction: float = 0.15,
+        seed: int = 42,
+        name: str = "",
+        artists: str | None = None,
+    ):
         self.lists = {"train": train, "val": val, "test": test}
         self.val_fraction = val_fraction
         self.seed = seed
         self.name = name or self.name
+        self.artists = read_artists(artists) if artists else {}
 
     def assign(self, clips: dict[str, str]) -> dict[str, str]:
         listed = {part: [c for c in read_list(path) if c in clips] for part, path in self.lists.items()}
         if not listed["test"]:
             print(f"split {self.name}: no clip of the test list is in the data; testing on the val list instead")
             train = {c: clips[c] for c in listed["train"]}
-            fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
-            parts = stratified(by_genre(train), fractions, self.seed)
+            if self.artists:  # val artists unseen in training, as the test's are: val/loss then picks for new artists
+                parts = artist_disjoint(by_genre(train), self.artists, self.val_fraction, self.seed)
+            else:
+                fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
+                parts = stratified(by_genre(train), fractions, self.seed)
             return parts | {c: "test" for c in listed["val"]}
         return {clip: part for part, ids in listed.items() for clip in ids}
+
+
+def artist_disjoint(ids_by_genre: dict[str, list[str]], artists: dict[str, str], val: float, seed: int) -> dict:
+    """Per genre, whole artists (in a seeded order) go to val until it holds about `val` of the genre's clips."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, str] = {}
+    for genre in sorted(ids_by_genre):
+        groups: dict[str, list[str]] = defaultdict(list)
+        for clip in sorted(ids_by_genre[genre]):
+            groups[artists.get(clip) or clip].append(clip)  # a clip of unknown artist is its own group
+        names = sorted(groups)
+        want, taken = val * len(ids_by_genre[genre]), 0
+        for i in rng.permutation(len(names)):
+            group = groups[names[i]]
+            part = "val" if taken < want and abs(taken + len(group) - want) <= abs(taken - want) else "train"
+            taken += len(group) if part == "val" else 0
+            parts.update(dict.fromkeys(group, part))
+    return parts
 
 
 class AllTest:
@@ -83,9 +114,23 @@ class AllTest:
         return dict.fromkeys(clips, "test")
 
 
-def read_list(path: str | Path) -> list[str]:
+def _find(path: str | Path) -> Path:
     path = Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = LIST_DIR / path
+    return LIST_DIR / path if not path.is_absolute() and not path.exists() else path
+
+
+def read_artists(path: str | Path) -> dict[str, str]:
+    """clip id (genre/genre.000NN) -> artist, from Sturm's GTZANindex.txt (`blues.00000.wav ::: artist ::: title`)."""
+    artists = {}
+    for line in _find(path).read_text(errors="replace").splitlines():
+        fields = [f.strip() for f in line.split(":::")]
+        if len(fields) >= 2 and not line.startswith("#") and fields[1]:
+            clip = fields[0].removesuffix(".wav")
+            artists[f"{clip.split('.')[0]}/{clip}"] = fields[1].lower()
+    return artists
+
+
+def read_list(path: str | Path) -> list[str]:
+    path = _find(path)
     lines = [line.strip() for line in path.read_text().splitlines()]
     return [line.rsplit(".", 1)[0] if line.endswith(".wav") else line for line in lines if line]

@@ -24,6 +24,10 @@ def write(path, wave, sr=SR, **kwargs):
     return path
 
 
+def infer_cli(trained, audio, *args, cwd):
+    return run_cli("infer", "--model_path", str(trained["checkpoint"]), "--audio_path", str(audio), *args, cwd=cwd)
+
+
 @pytest.mark.parametrize(
     ("name", "sr", "genre", "kwargs"),
     [
@@ -76,16 +80,7 @@ def test_cli_python_and_batch_give_identical_results(trained, classifier, tmp_pa
     ((_, batch, error),) = list(classifier.predict_many([clip]))
     assert error is None and batch.probabilities == python
     out = tmp_path / "one.json"
-    result = run_cli(
-        "infer",
-        "--model_path",
-        str(trained["checkpoint"]),
-        "--audio_path",
-        str(clip),
-        "--output_path",
-        str(out),
-        cwd=tmp_path,
-    )
+    result = infer_cli(trained, clip, "--output_path", str(out), cwd=tmp_path)
     assert result.returncode == 0 and "genre: mid" in result.stdout
     cli = json.loads(out.read_text())["probabilities"]
     assert cli.keys() == python.keys() and np.allclose(list(cli.values()), list(python.values()), atol=1e-6)
@@ -95,17 +90,7 @@ def test_cli_python_and_batch_give_identical_results(trained, classifier, tmp_pa
 def test_single_file_output_formats(trained, tmp_path, suffix):
     clip = write(tmp_path / "clip.wav", tone("low", 2, seconds=5))
     out = tmp_path / f"result{suffix}"
-    result = run_cli(
-        "infer",
-        "--model_path",
-        str(trained["checkpoint"]),
-        "--audio_path",
-        str(clip),
-        "--output_path",
-        str(out),
-        "--segments",
-        cwd=tmp_path,
-    )
+    result = infer_cli(trained, clip, "--output_path", str(out), "--segments", cwd=tmp_path)
     assert result.returncode == 0
     text = out.read_text()
     if suffix == ".txt":
@@ -123,17 +108,7 @@ def test_folder_run_writes_rows_keeps_going_after_bad_files_and_resumes(trained,
     (library / "corrupt.mp3").write_bytes(b"ID3" + b"\x00" * 500)
     (library / "notes.txt").write_text("not music")
     out = tmp_path / "labels.csv"
-    args = [
-        "infer",
-        "--model_path",
-        str(trained["checkpoint"]),
-        "--audio_path",
-        str(library),
-        "--output_path",
-        str(out),
-    ]
-
-    first = run_cli(*args, cwd=tmp_path)
+    first = infer_cli(trained, library, "--output_path", str(out), cwd=tmp_path)
     assert first.returncode == 1  # one file failed, and the exit code says so
     assert "Traceback" not in first.stderr and "1 non-audio ignored" in first.stdout
     rows = {r["path"]: r for r in csv.DictReader(open(out))}
@@ -145,7 +120,7 @@ def test_folder_run_writes_rows_keeps_going_after_bad_files_and_resumes(trained,
 
     (library / "corrupt.mp3").unlink()
     write(library / "new.wav", tone("low", 60, seconds=5))
-    second = run_cli(*args, cwd=tmp_path)
+    second = infer_cli(trained, library, "--output_path", str(out), cwd=tmp_path)
     assert second.returncode == 0 and "1 audio files to label" in second.stdout and "4 already done" in second.stdout
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 5 and not any(r["error"] for r in rows)  # the failed row was retried away
@@ -154,17 +129,7 @@ def test_folder_run_writes_rows_keeps_going_after_bad_files_and_resumes(trained,
 def test_folder_results_as_jsonl_with_segments(trained, tmp_path):
     write(tmp_path / "lib" / "a.wav", tone("high", 1, seconds=40))
     out = tmp_path / "labels.jsonl"
-    result = run_cli(
-        "infer",
-        "--model_path",
-        str(trained["checkpoint"]),
-        "--audio_path",
-        str(tmp_path / "lib"),
-        "--output_path",
-        str(out),
-        "--segments",
-        cwd=tmp_path,
-    )
+    result = infer_cli(trained, tmp_path / "lib", "--output_path", str(out), "--segments", cwd=tmp_path)
     assert result.returncode == 0
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert row["genre"] == "high" and [(s["start_s"], s["end_s"]) for s in row["segments"]] == [(0, 30), (30, 40)]

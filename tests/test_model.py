@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from music_genre_classification.lightning_module import GenreModule, spec_augment
+from music_genre_classification.lightning_module import GenreModule, shift_mels, spec_augment
 
 NET = {"_target_": "music_genre_classification.model.GenreCNN", "channels": [4, 8, 8, 8]}
 
@@ -22,6 +22,18 @@ def test_spec_augment_zeroes_whole_bands_no_wider_than_configured():
     assert (zero == (rows[:, None, :, None] | columns[:, None, None, :])).all()  # nothing but bands is zeroed
     assert rows.sum(1).max() <= 5 and columns.sum(1).max() <= 7 and rows.any() and columns.any()
     assert torch.equal(masked[~zero], crops[~zero])
+
+
+def test_mel_shift_moves_whole_crops_by_at_most_the_limit_and_fills_with_zeros():
+    crops = (torch.arange(1, 33.0).view(1, 1, 32, 1) * torch.ones(200, 1, 1, 8)).contiguous()
+    shifted = shift_mels(crops, max_shift=3)
+    offsets = set()
+    for crop in shifted[:, 0]:
+        first = int(crop[:, 0].nonzero()[0])  # where band 1 (or the band moved down to 0) now starts
+        offset = int(crop[first, 0]) - 1 - first  # source band minus destination band, negated
+        offsets.add(-offset)
+        assert torch.equal(crop, crop[:, :1].expand_as(crop))  # every column moved alike
+    assert offsets == {-3, -2, -1, 0, 1, 2, 3}
 
 
 def test_mixup_loss_is_the_blend_of_both_labels_losses():

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from music_genre_classification.split import AllTest, ListSplit, RandomSplit, read_list
+from music_genre_classification.split import AllTest, ListSplit, RandomSplit, read_artists, read_list
 
 
 def gtzan_like(per_genre: int = 100) -> dict[str, str]:
@@ -46,6 +46,19 @@ def test_fault_filtered_without_test_clips_tests_on_valid_list(capsys):
     assert {c for c, p in parts.items() if p in ("train", "val")} == train_list
     assert 0.1 < Counter(parts.values())["val"] / len(train_list) < 0.2
     assert "testing on the val list" in capsys.readouterr().out
+
+
+def test_fault_filtered_val_holds_whole_artists_unseen_in_training():
+    clips = {c: c.split("/")[0] for c in read_list("train_filtered.txt") + read_list("valid_filtered.txt")}
+    split = ListSplit("train_filtered.txt", "valid_filtered.txt", "test_filtered.txt", artists="GTZANindex.txt")
+    parts = split.assign(clips)
+    artists = read_artists("GTZANindex.txt")
+    assert artists["blues/blues.00000"] == "john lee hooker" and len(artists) > 900
+    seen = {part: {artists[c] for c, p in parts.items() if p == part and c in artists} for part in ("train", "val")}
+    assert seen["val"] and not seen["val"] & seen["train"]
+    val = Counter(clips[c] for c, p in parts.items() if p == "val")
+    assert set(val) == set(clips.values()) and 0.1 < sum(val.values()) / 443 < 0.25  # every genre, about 15%
+    assert parts == split.assign(dict(reversed(clips.items())))  # deterministic
 
 
 def test_fault_filtered_with_full_gtzan_uses_all_three_lists():
