@@ -4,6 +4,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
@@ -47,12 +48,17 @@ class GenreModule(L.LightningModule):
         spec_augment: dict | None = None,
         mixup: float = 0.0,
         mel_shift: int = 0,
+        ema: float = 0.0,
         run_config: dict | None = None,
     ):
         """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint."""
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.net = instantiate(net, n_genres=len(genres))
+        # an exponential moving average of the weights (and BatchNorm statistics) for val, test and the checkpoint
+        self.ema_net = (
+            AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema else None
+        )
         self.split_table: list[dict] | None = None
         n = len(genres)
         for stage in STAGES:  # attributes, not a ModuleDict: "train" would clash with nn.Module.train
@@ -86,9 +92,14 @@ class GenreModule(L.LightningModule):
         self.log_dict(self.metrics("train"), on_step=False, on_epoch=True)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema_net is not None:
+            self.ema_net.update_parameters(self.net)
+
     def _clip_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], stage: str) -> None:
         specs, labels = batch
-        probs = clip_probabilities(self.net, specs, self.hparams.crop_columns, self.hparams.eval_hop)
+        net = self.ema_net.module if self.ema_net is not None else self.net
+        probs = clip_probabilities(net, specs, self.hparams.crop_columns, self.hparams.eval_hop)
         loss = F.nll_loss(probs.clamp_min(1e-8).log(), labels)
         self.metrics(stage).update(probs, labels)
         self.confusion[stage].update(probs, labels)
@@ -119,6 +130,16 @@ class GenreModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["split_table"] = self.split_table
+        state = checkpoint["state_dict"]
+        if self.ema_net is not None:  # the averaged weights are the model; inference reads them as net.*
+            for key in [k for k in state if k.startswith("ema_net.")]:
+                value = state.pop(key)
+                if key.startswith("ema_net.module."):
+                    state["net." + key.removeprefix("ema_net.module.")] = value
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.split_table = checkpoint.get("split_table")
+        if self.ema_net is not None:
+            state = checkpoint["state_dict"]
+            state |= {"ema_net.module." + k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+            state["ema_net.n_averaged"] = torch.tensor(1)

@@ -62,3 +62,29 @@ def test_inference_network_folds_batchnorm_and_keeps_the_outputs():
     fused = for_inference(net)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert torch.allclose(fused(crops), expected, atol=1e-5)
+
+
+def test_ema_weights_are_what_validation_uses_and_the_checkpoint_holds():
+    trained = module(ema=0.5)
+    start = {k: v.clone() for k, v in trained.net.state_dict().items()}
+    with torch.no_grad():
+        for p in trained.net.parameters():
+            p.add_(1.0)
+    trained.on_train_batch_end(None, None, 0)  # first update copies, the next one averages
+    with torch.no_grad():
+        for p in trained.net.parameters():
+            p.add_(1.0)
+    trained.on_train_batch_end(None, None, 0)
+    weight = "features.0.weight"
+    averaged = trained.ema_net.module.state_dict()[weight]
+    assert torch.allclose(averaged, start[weight] + 1.5)  # 0.5 * (w + 1) + 0.5 * (w + 2)
+
+    checkpoint = {"state_dict": trained.state_dict()}
+    trained.on_save_checkpoint(checkpoint)
+    assert not any(k.startswith("ema_net") for k in checkpoint["state_dict"])
+    assert torch.equal(checkpoint["state_dict"]["net." + weight], averaged)  # inference reads net.*
+
+    restored = module(ema=0.5)
+    restored.on_load_checkpoint(checkpoint)
+    restored.load_state_dict(checkpoint["state_dict"])  # strict: the EMA copy is rebuilt from net.*
+    assert torch.equal(restored.ema_net.module.state_dict()[weight], averaged)
