@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from music_genre_classification.audio import AudioError, check_clip, is_audio_file, load_audio
-from music_genre_classification.spectrogram import LogMel, SpectrogramParams, window_spectrograms
+from music_genre_classification.audio import AudioError, decode_blocks, is_audio_file
+from music_genre_classification.spectrogram import LogMel, SpectrogramParams, track_spectrograms
 
 
 class DataError(ValueError):
@@ -50,9 +50,10 @@ def params_key(params: SpectrogramParams) -> str:
     return hashlib.sha1(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def audio_spectrogram(wave: np.ndarray, front_end: LogMel) -> torch.Tensor:
-    """A clip's spectrogram: its windows' spectrograms side by side (one window for a GTZAN clip)."""
-    return torch.cat([spec for _, _, spec in window_spectrograms(wave, front_end)], dim=1)
+def audio_spectrogram(path: Path, front_end: LogMel) -> torch.Tensor:
+    """An audio file's spectrogram: its windows' spectrograms side by side (one window for a GTZAN clip)."""
+    blocks = decode_blocks(path, front_end.params.sample_rate, front_end.params.window_s)
+    return torch.cat([spec for _, _, spec in track_spectrograms(blocks, front_end, str(path))], dim=1)
 
 
 def load_spectrograms(
@@ -85,9 +86,7 @@ def _clip_spectrogram(clip: Clip, front_end: LogMel, cache: Path | None) -> torc
     cached = cache / f"{clip.id}.npy" if cache else None
     if cached and cached.is_file() and cached.stat().st_mtime >= clip.path.stat().st_mtime:
         return torch.from_numpy(np.load(cached))
-    wave = load_audio(clip.path, front_end.params.sample_rate)
-    check_clip(wave, front_end.params.sample_rate, str(clip.path))
-    spec = audio_spectrogram(wave, front_end)
+    spec = audio_spectrogram(clip.path, front_end)
     if cached:
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".partial.npy")  # never leave a half-written file under the trusted name

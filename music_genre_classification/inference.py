@@ -1,6 +1,6 @@
 """Labelling audio with a trained checkpoint: GenreClassifier for Python, run_infer for the CLI.
 
-`test` and the bot use the same pieces: load_checkpoint, the LogMel front end, window_spectrograms and
+`test` and the bot use the same pieces: load_checkpoint, the LogMel front end, track_spectrograms and
 clip_probabilities. Imports stay light (no Lightning, no MLflow) so that one file is labelled quickly.
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from music_genre_classification.audio import AudioError, check_clip, is_audio_file, load_audio, resample
+from music_genre_classification.audio import AudioError, decode_blocks, is_audio_file, resample
 from music_genre_classification.config import UserError
 from music_genre_classification.model import clip_probabilities, for_inference
-from music_genre_classification.spectrogram import LogMel, SpectrogramParams, window_spectrograms
+from music_genre_classification.spectrogram import LogMel, SpectrogramParams, track_spectrograms
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -35,6 +35,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "genres" not in ckpt.get("hyper_parameters", {}):
         raise UserError(f"{path}: not a music_genre_classification checkpoint")
     return ckpt
+
+
+Window = tuple[float, float, torch.Tensor]  # start_s, end_s, spectrogram of one window of a track
 
 
 @dataclass
@@ -78,18 +81,16 @@ class GenreClassifier:
     def sample_rate(self) -> int:
         return self.front_end.params.sample_rate
 
-    def read(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
-        """A file path, or a waveform ([samples] or [samples, channels]) at `sample_rate`, as checked model input."""
+    def spectrograms(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> list[Window]:
+        """A file path, or a waveform ([samples] or [samples, channels]) at `sample_rate`, as window spectrograms."""
         if isinstance(source, np.ndarray):
-            wave = resample(source, sample_rate or self.sample_rate, self.sample_rate)
-            name = "waveform"
+            blocks, name = [resample(source, sample_rate or self.sample_rate, self.sample_rate)], "waveform"
         else:
-            wave, name = load_audio(source, self.sample_rate), str(source)
-        check_clip(wave, self.sample_rate, name)
-        return wave
+            blocks, name = decode_blocks(source, self.sample_rate, self.front_end.params.window_s), str(source)
+        return track_spectrograms(blocks, self.front_end, name)
 
     def predict(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> Prediction:
-        return self._predict_waves([self.read(source, sample_rate)])[0]
+        return self._predict_tracks([self.spectrograms(source, sample_rate)])[0]
 
     def predict_many(
         self, paths: Iterable[str | Path], batch_size: int = 16
@@ -99,28 +100,27 @@ class GenreClassifier:
         with ThreadPoolExecutor(max_workers=2) as pool:
             for start in range(0, len(paths), batch_size):
                 batch = paths[start : start + batch_size]
-                waves = list(pool.map(self._safe_read, batch))
-                good = [w for w in waves if isinstance(w, np.ndarray)]
-                predictions = iter(self._predict_waves(good)) if good else iter(())
-                for path, wave in zip(batch, waves):
-                    if isinstance(wave, np.ndarray):
+                tracks = list(pool.map(self._safe_spectrograms, batch))
+                good = [t for t in tracks if isinstance(t, list)]
+                predictions = iter(self._predict_tracks(good)) if good else iter(())
+                for path, track in zip(batch, tracks):
+                    if isinstance(track, list):
                         yield path, next(predictions), None
                     else:
-                        yield path, None, wave
+                        yield path, None, track
 
-    def _safe_read(self, path: Path) -> np.ndarray | str:
+    def _safe_spectrograms(self, path: Path) -> list[Window] | str:
         try:
-            return self.read(path)
+            return self.spectrograms(path)
         except AudioError as err:
             return str(err)
 
     @torch.inference_mode()
-    def _predict_waves(self, waves: list[np.ndarray]) -> list[Prediction]:
-        windows = [window_spectrograms(wave, self.front_end) for wave in waves]
-        specs = [spec for track in windows for _, _, spec in track]
+    def _predict_tracks(self, tracks: list[list[Window]]) -> list[Prediction]:
+        specs = [spec for track in tracks for _, _, spec in track]
         probs = clip_probabilities(self.net, specs, self.crop, self.hop).cpu().numpy()
         results, i = [], 0
-        for wave, track in zip(waves, windows):
+        for track in tracks:
             window_probs = probs[i : i + len(track)]
             i += len(track)
             lengths = np.array([end - start for start, end, _ in track])
@@ -129,7 +129,7 @@ class GenreClassifier:
                 Segment(round(s, 3), round(e, 3), self.genres[int(p.argmax())], round(float(p.max()), 4))
                 for (s, e, _), p in zip(track, window_probs)
             ]
-            results.append(self._prediction(track_probs, len(wave) / self.sample_rate, segments))
+            results.append(self._prediction(track_probs, track[-1][1], segments))
         return results
 
     def _prediction(self, probs: np.ndarray, duration_s: float, segments: list[Segment]) -> Prediction:

@@ -54,7 +54,8 @@ class GenreModule(L.LightningModule):
         """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint."""
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.net = instantiate(net, n_genres=len(genres))
+        # channels_last: ~1.3x faster convolutions on a CPU (and the layout GPU tensor cores want)
+        self.net = instantiate(net, n_genres=len(genres)).to(memory_format=torch.channels_last)
         # an exponential moving average of the weights (and BatchNorm statistics) for val, test and the checkpoint
         self.ema_net = (
             AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema else None
@@ -79,6 +80,7 @@ class GenreModule(L.LightningModule):
             crops = shift_mels(crops, self.hparams.mel_shift)
         if self.hparams.spec_augment:
             crops = spec_augment(crops, **self.hparams.spec_augment)
+        crops = crops.contiguous(memory_format=torch.channels_last)
         if self.hparams.mixup > 0:  # blend pairs of crops and their labels: a smoother target on little data
             mix = torch.distributions.Beta(self.hparams.mixup, self.hparams.mixup).sample().to(crops.device)
             partner = torch.randperm(len(labels), device=crops.device)

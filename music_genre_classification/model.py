@@ -8,10 +8,23 @@ from music_genre_classification.spectrogram import clip_crops
 
 
 class GenreCNN(nn.Module):
-    """conv -> BatchNorm -> ReLU -> max-pool blocks, global average+max pooling, dropout, linear."""
+    """conv -> BatchNorm -> ReLU -> max-pool blocks, global average+max pooling, dropout, linear.
 
-    def __init__(self, n_genres: int, channels: list[int] = (32, 64, 128, 256), dropout: float = 0.3):
+    `input_norm` standardises each mel band over the batch (a BatchNorm per band) before the first conv: the
+    spectrograms are min-max scaled per clip, so bands differ a lot in level and spread, and the convs, shared
+    across frequency, learn more easily from bands put on one scale.
+    """
+
+    def __init__(
+        self,
+        n_genres: int,
+        channels: list[int] = (32, 64, 128, 256),
+        dropout: float = 0.3,
+        input_norm: bool = False,
+        n_mels: int = 128,
+    ):
         super().__init__()
+        self.input_norm = nn.BatchNorm1d(n_mels) if input_norm else None
         blocks, last = [], 1
         for width in channels:
             blocks += [nn.Conv2d(last, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
@@ -21,6 +34,8 @@ class GenreCNN(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * last, n_genres))
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        if self.input_norm is not None:
+            crops = self.input_norm(crops.squeeze(1)).unsqueeze(1)
         maps = self.features(crops)
         pooled = torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
         return self.head(pooled)
@@ -58,11 +73,15 @@ def for_inference(net: nn.Module) -> nn.Module:
     return net.to(memory_format=torch.channels_last)
 
 
-def clip_probabilities(net: nn.Module, specs: list[torch.Tensor], crop: int, hop: int, chunk: int = 32) -> torch.Tensor:
+def clip_probabilities(
+    net: nn.Module, specs: list[torch.Tensor], crop: int, hop: int, chunk: int = 32, clips_at_once: int = 16
+) -> torch.Tensor:
     """Genre probabilities per clip [n_clips, n_genres]: softmax averaged over crops covering each clip."""
-    crops = [clip_crops(spec, crop, hop) for spec in specs]
-    device = next(net.parameters()).device
-    batch = torch.cat(crops).to(device)
-    # a few dozen crops at a time keep a CNN's feature maps in the CPU caches
-    probs = torch.cat([net(part).softmax(dim=1) for part in batch.split(chunk)])
-    return torch.stack([p.mean(dim=0) for p in probs.split([len(c) for c in crops])])
+    device, per_clip = next(net.parameters()).device, []
+    for first in range(0, len(specs), clips_at_once):  # a few clips at a time: memory stays flat for long tracks
+        crops = [clip_crops(spec, crop, hop) for spec in specs[first : first + clips_at_once]]
+        batch = torch.cat(crops).to(device)
+        # a few dozen crops at a time keep a CNN's feature maps in the CPU caches
+        probs = torch.cat([net(part).softmax(dim=1) for part in batch.split(chunk)])
+        per_clip += [p.mean(dim=0) for p in probs.split([len(c) for c in crops])]
+    return torch.stack(per_clip)

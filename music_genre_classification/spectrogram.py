@@ -2,12 +2,15 @@
 
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
+
+from music_genre_classification.audio import MIN_DURATION_S, SILENCE_PEAK, AudioError
 
 
 @dataclass(frozen=True)
@@ -95,22 +98,38 @@ class LogMel(torch.nn.Module):
         return spec[self.column_frames(wave.shape[-1])].T.contiguous()
 
 
-def window_bounds(n_samples: int, params: SpectrogramParams) -> list[tuple[int, int]]:
-    """Cut a track into consecutive windows of window_s; the last one keeps whatever is left (>= 1 s)."""
-    size = round(params.window_s * params.sample_rate)
-    starts = range(0, max(n_samples, 1), size)
-    bounds = [(s, min(s + size, n_samples)) for s in starts]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < params.sample_rate:
-        last = bounds.pop()  # a sliver under 1 s joins the window before it
-        bounds[-1] = (bounds[-1][0], last[1])
-    return bounds
+def cut_windows(blocks: Iterable[np.ndarray], params: SpectrogramParams) -> Iterator[np.ndarray]:
+    """Consecutive windows of window_s from a stream of audio blocks; a last sliver under 1 s joins the one before."""
+    size, rate = round(params.window_s * params.sample_rate), params.sample_rate
+    pending = np.zeros(0, np.float32)
+    for block in blocks:
+        pending = np.concatenate([pending, block])
+        while len(pending) >= size + rate:  # a whole window with at least 1 s after it
+            yield pending[:size]
+            pending = pending[size:]
+    if len(pending):
+        yield pending
 
 
-def window_spectrograms(wave: np.ndarray, front_end: LogMel) -> list[tuple[float, float, torch.Tensor]]:
-    """(start_s, end_s, spectrogram) for each window of a track."""
-    rate = front_end.params.sample_rate
-    signal = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
-    return [(a / rate, b / rate, front_end(signal[a:b])) for a, b in window_bounds(len(wave), front_end.params)]
+def track_spectrograms(
+    blocks: Iterable[np.ndarray], front_end: LogMel, name: str = "audio"
+) -> list[tuple[float, float, torch.Tensor]]:
+    """(start_s, end_s, spectrogram) for each window of a track, refusing tracks too short or silent to classify."""
+    rate, windows, peak, done = front_end.params.sample_rate, [], 0.0, 0
+    for wave in cut_windows(blocks, front_end.params):
+        if not windows and len(wave) < MIN_DURATION_S * rate:  # only a first and last window can be this short
+            raise AudioError(f"{name}: too short ({len(wave) / rate:.2f} s; at least {MIN_DURATION_S:g} s needed)")
+        if not np.isfinite(wave).all():
+            raise AudioError(f"{name}: audio holds NaN or infinite samples")
+        peak = max(peak, float(np.abs(wave).max()))
+        spec = front_end(torch.from_numpy(np.ascontiguousarray(wave)))
+        windows.append((done / rate, (done + len(wave)) / rate, spec))
+        done += len(wave)
+    if not windows:
+        raise AudioError(f"{name}: too short (no audio; at least {MIN_DURATION_S:g} s needed)")
+    if peak < SILENCE_PEAK:
+        raise AudioError(f"{name}: the audio is silent")
+    return windows
 
 
 def crop_starts(columns: int, crop: int, hop: int) -> list[int]:

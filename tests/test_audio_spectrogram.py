@@ -2,19 +2,26 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 from conftest import SR, tone
 
-from music_genre_classification.audio import AudioError, check_clip, load_audio
+from music_genre_classification.audio import AudioError, decode_blocks, load_audio
 from music_genre_classification.dataset import audio_spectrogram
-from music_genre_classification.spectrogram import LogMel, SpectrogramParams, clip_crops, crop_starts, window_bounds
+from music_genre_classification.spectrogram import (
+    LogMel,
+    SpectrogramParams,
+    clip_crops,
+    crop_starts,
+    cut_windows,
+    track_spectrograms,
+)
 
 
 @pytest.mark.parametrize("clip", ["blues/blues.00000", "country/country.00002"])  # full 30-s clips
 def test_front_end_reproduces_dataset_spectrograms_from_real_audio(real_dataset, clip):
     params = SpectrogramParams.from_dataset(real_dataset / "spectrograms" / "params.json")
     assert params == SpectrogramParams()  # the config defaults are the dataset's parameters
-    wave = load_audio(real_dataset / "genres_original" / f"{clip}.wav")
-    ours = audio_spectrogram(wave, LogMel(params)).numpy()
+    ours = audio_spectrogram(real_dataset / "genres_original" / f"{clip}.wav", LogMel(params)).numpy()
     stored = np.load(real_dataset / "spectrograms" / f"{clip}.npy").astype(np.float32)
     assert ours.shape == stored.shape == (128, 387)
     assert np.abs(ours - stored).mean() < 0.002  # the dataset's own stated tolerance (it is quantised to 1/256)
@@ -35,13 +42,45 @@ def test_stereo_and_odd_sample_rates_become_22050_hz_mono(tmp_path):
         assert wave.ndim == 1 and wave.dtype == np.float32 and abs(len(wave) - 3 * SR) <= 2
 
 
+def window_lengths(seconds: float, block_s: float = 7.0) -> list[float]:
+    """Window lengths (s) that cut_windows makes of a track of `seconds` arriving in blocks of `block_s`."""
+    wave = np.ones(round(seconds * SR), np.float32)
+    step = round(block_s * SR)
+    blocks = [wave[i : i + step] for i in range(0, len(wave), step)]
+    return [len(w) / SR for w in cut_windows(blocks, SpectrogramParams())]
+
+
 def test_windows_cover_a_track_exactly_and_fold_a_short_tail_in():
-    params = SpectrogramParams()
-    three_minutes = window_bounds(180 * SR, params)
-    assert len(three_minutes) == 6 and three_minutes[0][0] == 0 and three_minutes[-1][1] == 180 * SR
-    assert all(a[1] == b[0] for a, b in zip(three_minutes, three_minutes[1:]))
-    assert window_bounds(int(60.5 * SR), params)[-1] == (30 * SR, int(60.5 * SR))  # 0.5-s tail joins the last
-    assert window_bounds(45 * SR, params) == [(0, 30 * SR), (30 * SR, 45 * SR)]
+    assert window_lengths(180) == [30.0] * 6
+    assert window_lengths(60.5) == [30.0, 30.5]  # a 0.5-s tail joins the last window
+    assert window_lengths(61.5) == [30.0, 30.0, 1.5]
+    assert window_lengths(45, block_s=45) == [30.0, 15.0]
+    assert window_lengths(10) == [10.0]
+
+
+def test_long_stereo_files_are_decoded_in_exact_30_s_mono_blocks(tmp_path):
+    left = tone("low", 1, seconds=75, sr=44100)
+    sf.write(tmp_path / "long.flac", np.stack([left, 0.5 * left], axis=1), 44100)
+    blocks = list(decode_blocks(tmp_path / "long.flac", SR, block_s=30))
+    assert [len(b) for b in blocks] == [30 * SR, 30 * SR, 15 * SR] and all(b.dtype == np.float32 for b in blocks)
+    whole = load_audio(tmp_path / "long.flac")
+    assert np.array_equal(whole, np.concatenate(blocks))
+    reference = torchaudio.functional.resample(torch.from_numpy(0.75 * left), 44100, SR).numpy()  # in one go
+    seams = np.zeros(len(whole), bool)
+    for seam in (30 * SR, 60 * SR):  # each block is resampled alone: its edges differ for a few samples
+        seams[seam - 32 : seam + 32] = True
+    assert np.abs(whole - reference)[~seams].max() < 1e-4
+    front_end = LogMel()
+    for start in (0, 30 * SR, 60 * SR):
+        ours, theirs = (front_end(torch.from_numpy(w[start : start + 30 * SR])) for w in (whole, reference))
+        assert float((ours - theirs).abs().mean()) < 0.002  # the front end's parity tolerance
+
+
+def test_window_spectrograms_have_their_place_in_the_track():
+    track = np.concatenate([np.zeros(40 * SR, np.float32), tone("mid", 2, seconds=35)])  # silence, then music
+    windows = track_spectrograms([track], LogMel())
+    assert [(a, b) for a, b, _ in windows] == [(0.0, 30.0), (30.0, 60.0), (60.0, 75.0)]
+    assert float(windows[0][2].max()) == 0 and float(windows[2][2].max()) > 0.9  # a silent window is all floor
 
 
 def test_crops_cover_the_clip_and_short_clips_are_padded():
@@ -65,7 +104,11 @@ def test_unreadable_files_give_one_line_errors(tmp_path, content, message):
 def test_missing_file_silence_and_too_short_are_refused(tmp_path):
     with pytest.raises(AudioError, match="no such file"):
         load_audio(tmp_path / "nope.mp3")
-    with pytest.raises(AudioError, match="silent"):
-        check_clip(np.zeros(5 * SR, np.float32), SR)
-    with pytest.raises(AudioError, match="too short"):
-        check_clip(tone("low", 0, seconds=0.5), SR)
+    for wave, message in [
+        (np.zeros(65 * SR, np.float32), "silent"),
+        (tone("low", 0, seconds=0.5), "too short"),
+        (np.zeros(0, np.float32), "too short"),
+        (np.full(2 * SR, np.nan, np.float32), "NaN"),
+    ]:
+        with pytest.raises(AudioError, match=message):
+            track_spectrograms([wave], LogMel())

@@ -1,5 +1,6 @@
 """Training-time pieces of the LightningModule: SpecAugment masks and mixup."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -8,9 +9,9 @@ from music_genre_classification.lightning_module import GenreModule, shift_mels,
 NET = {"_target_": "music_genre_classification.model.GenreCNN", "channels": [4, 8, 8, 8]}
 
 
-def module(**kwargs) -> GenreModule:
+def module(net: dict = NET, **kwargs) -> GenreModule:
     torch.manual_seed(0)
-    return GenreModule(NET, genres=["a", "b", "c"], spectrogram={}, crop_columns=16, **kwargs)
+    return GenreModule(net, genres=["a", "b", "c"], spectrogram={}, crop_columns=16, **kwargs)
 
 
 def test_spec_augment_zeroes_whole_bands_no_wider_than_configured():
@@ -51,16 +52,26 @@ def test_mixup_loss_is_the_blend_of_both_labels_losses():
     assert not torch.allclose(loss, F.cross_entropy(plain.net(crops), labels))
 
 
-def test_inference_network_folds_batchnorm_and_keeps_the_outputs():
+def test_input_norm_puts_every_mel_band_on_one_scale():
+    net = module({**NET, "input_norm": True, "n_mels": 32}).net.train()
+    bands = torch.linspace(0.1, 0.9, 32).view(1, 1, 32, 1)  # bands of very different level and spread
+    crops = bands + bands * torch.rand(64, 1, 32, 16)
+    normed = net.input_norm(crops.squeeze(1))
+    assert torch.allclose(normed.mean(dim=(0, 2)), torch.zeros(32), atol=1e-5)
+    assert torch.allclose(normed.std(dim=(0, 2)), torch.ones(32), atol=1e-2)
+
+
+@pytest.mark.parametrize("input_norm", [False, True])
+def test_inference_network_folds_batchnorm_and_keeps_the_outputs(input_norm):
     from music_genre_classification.model import for_inference
 
-    net = module().net
+    net = module({**NET, "input_norm": input_norm, "n_mels": 32}).net
     crops = torch.rand(12, 1, 32, 16)
     for _ in range(3):  # training steps give BatchNorm running statistics that are not the identity
         net(torch.rand(8, 1, 32, 16) * 3)
     expected = net.eval()(crops)
     fused = for_inference(net)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())  # BatchNorm1d: the input's
     assert torch.allclose(fused(crops), expected, atol=1e-5)
 
 
