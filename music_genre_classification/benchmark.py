@@ -4,8 +4,11 @@ Prints warm per-clip inference time (decode + spectrogram + model), folder throu
 57-feature librosa pipeline on the same clips for comparison, and training throughput in crops/s.
 """
 
+import math
+import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,8 +44,9 @@ def kaggle_features(path: Path) -> np.ndarray:
 def train_throughput(model_path: str, batch: int = 32, steps: int = 10) -> float:
     """Crops/s of forward + backward + AdamW for the checkpoint's network, freshly built (BatchNorm unfused)."""
     hp = load_checkpoint(model_path)["hyper_parameters"]
-    net = instantiate(hp["net"], n_genres=len(hp["genres"])).train()
+    net = instantiate(hp["net"], n_genres=len(hp["genres"])).train().to(memory_format=torch.channels_last)
     crops = torch.rand(batch, 1, hp["spectrogram"]["n_mels"], hp["crop_columns"])
+    crops = crops.contiguous(memory_format=torch.channels_last)  # as training_step feeds them
     labels = torch.randint(0, len(hp["genres"]), (batch,))
     optimizer = torch.optim.AdamW(net.parameters())
     for step in range(steps + 1):
@@ -53,6 +57,22 @@ def train_throughput(model_path: str, batch: int = 32, steps: int = 10) -> float
         loss.backward()
         optimizer.step()
     return batch * steps / (time.perf_counter() - start)
+
+
+def long_track(model_path: str, clip: Path, minutes: int = 60) -> tuple[float, float]:
+    """Seconds and peak memory (MB) of `commands infer` on a stereo 44.1 kHz flac of `minutes` made from `clip`."""
+    wave = sf.read(clip, dtype="float32")[0]
+    stereo = np.stack([wave, wave[::-1]], axis=1)
+    with tempfile.TemporaryDirectory() as folder:
+        track = Path(folder) / "long.flac"
+        with sf.SoundFile(track, "w", 44100, 2) as f:
+            for _ in range(math.ceil(minutes * 60 / (len(wave) / 22050))):
+                f.write(np.repeat(stereo, 2, axis=0))  # 22050 Hz -> 44100 Hz by repetition is enough here
+        command = [sys.executable, "-m", "music_genre_classification.commands", "infer", model_path, str(track)]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def cold_start(model_path: str, clip: Path) -> float:
@@ -80,6 +100,8 @@ def main(model_path: str = "outputs/model_full.ckpt", audio_dir: str = "data/dat
     print(f"infer, one clip at a time:   {ours * 1000:.1f} ms/clip (decode + spectrogram + model)")
     print(f"infer, folder (batched):     {folder:.1f} clips/s")
     print(f"infer, cold CLI, one file:   {min(cold_start(model_path, files[0]) for _ in range(3)):.2f} s (best of 3)")
+    seconds, peak_mb = long_track(model_path, files[0])
+    print(f"infer, 1-hour stereo 44.1 kHz flac: {seconds:.1f} s, peak memory {peak_mb:.0f} MB (whole CLI process)")
     try:
         start = time.perf_counter()
         for path in files[:5]:

@@ -31,8 +31,9 @@ class History(L.Callback):
             self.rows.append({"epoch": trainer.current_epoch, **metrics})
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if self.rows and self.rows[-1]["epoch"] == trainer.current_epoch:
-            self.rows[-1].update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        if not self.rows or self.rows[-1]["epoch"] != trainer.current_epoch:  # no validation this epoch
+            self.rows.append({"epoch": trainer.current_epoch})
+        self.rows[-1].update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
 
 
 def build(cfg: DictConfig, **kwargs):
@@ -80,15 +81,23 @@ def train(overrides: list[str]) -> dict:
     run_dir = new_run_dir(cfg.output_dir)
     cfg.run_dir = str(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    history = History()
-    logger = build(cfg.logger) if cfg.get("logger") else False
-    wanted = {name: c for name, c in cfg.callbacks.items() if logger or name != "lr_monitor"}  # it needs a logger
-    callbacks = [build(c) for c in wanted.values()] + [history]
-    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
-
     ensure_data(cfg.datamodule.root, cfg.data)
     datamodule = build(cfg.datamodule, split=build(cfg.split))
     datamodule.setup("fit")
+    validate = bool(datamodule.parts["val"][0])
+
+    history = History()
+    logger = build(cfg.logger) if cfg.get("logger") else False
+    wanted = {name: c for name, c in cfg.callbacks.items() if logger or name != "lr_monitor"}  # it needs a logger
+    trainer_args = {}
+    if not validate:  # e.g. split.val_fraction=0: every train clip is used, and the last epoch is the model
+        print("no val clips: training for trainer.max_epochs without early stopping; the last epoch is kept")
+        wanted = {name: c for name, c in wanted.items() if c.get("monitor") is None or name == "checkpoint"}
+        wanted["checkpoint"] = {**wanted["checkpoint"], "monitor": None}
+        trainer_args = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+    callbacks = [build(c) for c in wanted.values()] + [history]
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), **trainer_args)
+
     module = build(
         cfg.model,
         _recursive_=False,
@@ -109,7 +118,10 @@ def train(overrides: list[str]) -> dict:
 
     trainer.fit(module, datamodule=datamodule)
     best = Path(trainer.checkpoint_callback.best_model_path)
-    val = {k: float(v) for k, v in trainer.validate(module, datamodule, ckpt_path=str(best), verbose=False)[0].items()}
+    val = {}
+    if validate:
+        val = trainer.validate(module, datamodule, ckpt_path=str(best), verbose=False)[0]
+        val = {k: float(v) for k, v in val.items()}
     result = {"run_dir": str(run_dir), "best_checkpoint": str(best), **val}
     if trainer.world_size > 1:
         (run_dir / f"rank{trainer.global_rank}.json").write_text(
@@ -119,11 +131,13 @@ def train(overrides: list[str]) -> dict:
         point_latest(best, Path(cfg.output_dir) / "model_full.ckpt")
         pngs = plot_curves(history.rows, plot_dir)
         genres = list(cfg.datamodule.genres)
-        pngs.append(plot_confusion(module.last_confusion["val"].numpy(), genres, plot_dir / "confusion_val.png", "val"))
+        if validate:
+            confusion = module.last_confusion["val"].numpy()
+            pngs.append(plot_confusion(confusion, genres, plot_dir / "confusion_val.png", "val"))
         (run_dir / "val_metrics.json").write_text(json.dumps(result, indent=2))
         if logger:
             for path in [run_dir / "config.yaml", run_dir / "split.csv", *pngs]:
                 logger.experiment.log_artifact(logger.run_id, str(path))
-        metrics = "  ".join(f"{k}={v:.4f}" for k, v in val.items())
+        metrics = "  ".join(f"{k}={v:.4f}" for k, v in val.items()) or "none (no val clips)"
         print(f"\nrun directory:   {run_dir}\nbest checkpoint: {best}\nvalidation:      {metrics}")
     return result

@@ -81,6 +81,21 @@ def test_test_scores_other_labelled_data_with_split_all(trained, tmp_path):
     assert json.loads(written[0].read_text())["accuracy"] >= 0.66
 
 
+def test_without_val_clips_training_runs_every_epoch_and_keeps_the_last(synthetic_gtzan, tmp_path):
+    args = [a for a in TRAIN_ARGS if not a.startswith("trainer.max_epochs")]
+    split = ["split.train=0.8", "split.val=0", "split.test=0.2"]
+    result = run_cli("train", f"datamodule.root={synthetic_gtzan}", *args, *split, "trainer.max_epochs=3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no val clips" in result.stdout and "validation:      none" in result.stdout
+    ckpt = tmp_path / "outputs" / "model_full.ckpt"
+    assert ckpt.resolve().name == "epoch002.ckpt"  # the last of 3 epochs, no early stopping
+    run_dir = ckpt.resolve().parent.parent
+    assert {r["part"] for r in csv.DictReader(open(run_dir / "split.csv"))} == {"train", "test"}
+    assert (run_dir / "plots" / "curve_loss.png").is_file()
+    tested = run_cli("test", str(ckpt), cwd=tmp_path)
+    assert tested.returncode == 0 and json.loads(ckpt.resolve().with_suffix(".test.json").read_text())["clips"] == 6
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
