@@ -41,7 +41,10 @@ def build(cfg: DictConfig, **kwargs):
     try:
         return instantiate(cfg, **kwargs)
     except InstantiationException as err:
-        raise UserError(f"cannot build {cfg.get('_target_', 'object')}: {first_line(err.__cause__ or err)}") from None
+        cause = err
+        while isinstance(cause, InstantiationException) and cause.__cause__:  # nested configs: the innermost error
+            cause = cause.__cause__
+        raise UserError(f"cannot build {cfg.get('_target_', 'object')}: {first_line(cause)}") from None
 
 
 def new_run_dir(output_dir: str) -> Path:
@@ -76,28 +79,25 @@ def parameter_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def make_trainer(cfg: DictConfig, logger, history: History, validate: bool) -> L.Trainer:
+    wanted = {name: c for name, c in cfg.callbacks.items() if logger or name != "lr_monitor"}  # it needs a logger
+    trainer_args = {}
+    if not validate:  # only the checkpoint callback, saving the last epoch
+        wanted = {name: c for name, c in wanted.items() if c.get("monitor") is None or name == "checkpoint"}
+        wanted["checkpoint"] = {**wanted["checkpoint"], "monitor": None}
+        trainer_args = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+    callbacks = [build(c) for c in wanted.values()] + [history]
+    return build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir, **trainer_args)
+
+
 def train(overrides: list[str]) -> dict:
     cfg = compose("train", overrides)
     run_dir = new_run_dir(cfg.output_dir)
     cfg.run_dir = str(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    ensure_data(cfg.datamodule.root, cfg.data)
-    datamodule = build(cfg.datamodule, split=build(cfg.split))
-    datamodule.setup("fit")
-    validate = bool(datamodule.parts["val"][0])
-
     history = History()
     logger = build(cfg.logger) if cfg.get("logger") else False
-    wanted = {name: c for name, c in cfg.callbacks.items() if logger or name != "lr_monitor"}  # it needs a logger
-    trainer_args = {}
-    if not validate:  # e.g. split.val_fraction=0: every train clip is used, and the last epoch is the model
-        print("no val clips: training for trainer.max_epochs without early stopping; the last epoch is kept")
-        wanted = {name: c for name, c in wanted.items() if c.get("monitor") is None or name == "checkpoint"}
-        wanted["checkpoint"] = {**wanted["checkpoint"], "monitor": None}
-        trainer_args = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
-    callbacks = [build(c) for c in wanted.values()] + [history]
-    trainer = build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), **trainer_args)
-
+    trainer = make_trainer(cfg, logger, history, validate=True)  # bad overrides fail here, before any download
     module = build(
         cfg.model,
         _recursive_=False,
@@ -107,6 +107,14 @@ def train(overrides: list[str]) -> dict:
         crop_columns=cfg.datamodule.crop_columns,
         run_config=to_dict(cfg),
     )
+    ensure_data(cfg.datamodule.root, cfg.data)
+    datamodule = build(cfg.datamodule, split=build(cfg.split))
+    datamodule.setup("fit")
+    validate = bool(datamodule.parts["val"][0])
+    if not validate:  # e.g. split.val_fraction=0: every train clip is used, and the last epoch is the model
+        print("no val clips: training for trainer.max_epochs without early stopping; the last epoch is kept")
+        trainer = make_trainer(cfg, logger, history, validate=False)
+
     module.split_table = datamodule.split_table
     plot_dir = run_dir / "plots"
     if trainer.is_global_zero:

@@ -100,6 +100,7 @@ def test_without_val_clips_training_runs_every_epoch_and_keeps_the_last(syntheti
     ("args", "message"),
     [
         (["train", "trainer.accelerator=quantum"], "error: cannot build lightning.pytorch.Trainer"),
+        (["train", "model.net.dropout=abc"], "error: cannot build music_genre_classification.lightning_module"),
         (["train", "model=nonexistent"], "error: bad config override"),
         (["train", "trainer.no_such_key=1"], "error: bad config override"),
         (["test", "missing.ckpt"], "error: missing.ckpt: no such checkpoint"),
