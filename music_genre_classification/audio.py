@@ -63,7 +63,7 @@ def load_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
 def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     wave = np.ascontiguousarray(wave, dtype=np.float32)
     if wave.ndim == 2:  # (samples, channels) as soundfile gives it
-        wave = wave.mean(axis=1)
+        wave = wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1)
     if from_rate == to_rate:
         return wave
     return AF.resample(torch.from_numpy(wave), int(from_rate), int(to_rate)).numpy()

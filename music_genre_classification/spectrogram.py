@@ -103,7 +103,7 @@ def cut_windows(blocks: Iterable[np.ndarray], params: SpectrogramParams) -> Iter
     size, rate = round(params.window_s * params.sample_rate), params.sample_rate
     pending = np.zeros(0, np.float32)
     for block in blocks:
-        pending = np.concatenate([pending, block])
+        pending = np.concatenate([pending, block]) if len(pending) else block
         while len(pending) >= size + rate:  # a whole window with at least 1 s after it
             yield pending[:size]
             pending = pending[size:]
