@@ -1,10 +1,12 @@
 """Networks that map log-mel crops [batch, 1, n_mels, columns] to genre logits, and per-clip averaging."""
 
+from collections import defaultdict
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from music_genre_classification.spectrogram import clip_crops
+from music_genre_classification.spectrogram import crop_starts, pad_to
 
 
 class GenreCNN(nn.Module):
@@ -31,14 +33,31 @@ class GenreCNN(nn.Module):
             blocks.append(nn.MaxPool2d(2))
             last = width
         self.features = nn.Sequential(*blocks)
+        self.stride = 2 ** len(channels)  # spectrogram columns per feature-map column
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * last, n_genres))
 
-    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+    def feature_maps(self, specs: torch.Tensor) -> torch.Tensor:
         if self.input_norm is not None:
-            crops = self.input_norm(crops.squeeze(1)).unsqueeze(1)
-        maps = self.features(crops)
-        pooled = torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
-        return self.head(pooled)
+            specs = self.input_norm(specs.squeeze(1)).unsqueeze(1)
+        return self.features(specs.contiguous(memory_format=torch.channels_last))
+
+    def pooled_logits(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([maps.mean(dim=(-2, -1)), maps.amax(dim=(-2, -1))], dim=-1))
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.pooled_logits(self.feature_maps(crops))
+
+    def crop_logits(self, specs: torch.Tensor, crop: int, hop: int) -> torch.Tensor:
+        """[clips, n_mels, columns] -> logits of the crops covering each clip [clips, crops, n_genres].
+
+        The convolutions run once over the whole clip and each crop's part of the feature map is pooled: the crops
+        overlap, so this is about half the work of running them one by one, and differs from that only by the
+        context at crop edges (validation accuracy 0.833 vs 0.823 on the random split, equal on fault-filtered).
+        """
+        maps = self.feature_maps(pad_to(specs, crop).unsqueeze(1))
+        width = max(1, crop // self.stride)
+        starts = crop_starts(maps.shape[-1], width, max(1, round(hop / self.stride)))
+        return self.pooled_logits(torch.stack([maps[..., s : s + width] for s in starts], dim=1))
 
 
 class MelBaseline(nn.Module):
@@ -55,6 +74,11 @@ class MelBaseline(nn.Module):
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return self.head(crops.mean(dim=(1, 3)))
+
+    def crop_logits(self, specs: torch.Tensor, crop: int, hop: int) -> torch.Tensor:
+        specs = pad_to(specs, crop)
+        starts = crop_starts(specs.shape[-1], crop, hop)
+        return self.head(torch.stack([specs[..., s : s + crop].mean(dim=-1) for s in starts], dim=1))
 
 
 def for_inference(net: nn.Module) -> nn.Module:
@@ -74,14 +98,17 @@ def for_inference(net: nn.Module) -> nn.Module:
 
 
 def clip_probabilities(
-    net: nn.Module, specs: list[torch.Tensor], crop: int, hop: int, chunk: int = 32, clips_at_once: int = 16
+    net: nn.Module, specs: list[torch.Tensor], crop: int, hop: int, clips_at_once: int = 8
 ) -> torch.Tensor:
-    """Genre probabilities per clip [n_clips, n_genres]: softmax averaged over crops covering each clip."""
-    device, per_clip = next(net.parameters()).device, []
-    for first in range(0, len(specs), clips_at_once):  # a few clips at a time: memory stays flat for long tracks
-        crops = [clip_crops(spec, crop, hop) for spec in specs[first : first + clips_at_once]]
-        batch = torch.cat(crops).to(device)
-        # a few dozen crops at a time keep a CNN's feature maps in the CPU caches
-        probs = torch.cat([net(part).softmax(dim=1) for part in batch.split(chunk)])
-        per_clip += [p.mean(dim=0) for p in probs.split([len(c) for c in crops])]
-    return torch.stack(per_clip)
+    """Genre probabilities per clip [n_clips, n_genres]: softmax averaged over the crops covering each clip."""
+    device, probs = next(net.parameters()).device, [None] * len(specs)
+    by_width = defaultdict(list)  # clips of one width go through the network together
+    for i, spec in enumerate(specs):
+        by_width[spec.shape[-1]].append(i)
+    for clips in by_width.values():
+        for first in range(0, len(clips), clips_at_once):  # a few at a time: memory stays flat for long tracks
+            part = clips[first : first + clips_at_once]
+            batch = torch.stack([specs[i] for i in part]).to(device)
+            for i, p in zip(part, net.crop_logits(batch, crop, hop).softmax(dim=-1).mean(dim=1)):
+                probs[i] = p
+    return torch.stack(probs)

@@ -10,9 +10,9 @@ from music_genre_classification.dataset import audio_spectrogram
 from music_genre_classification.spectrogram import (
     LogMel,
     SpectrogramParams,
-    clip_crops,
     crop_starts,
     cut_windows,
+    pad_to,
     track_spectrograms,
 )
 
@@ -86,7 +86,15 @@ def test_window_spectrograms_have_their_place_in_the_track():
 def test_crops_cover_the_clip_and_short_clips_are_padded():
     assert crop_starts(387, 128, 64) == [0, 52, 104, 155, 207, 259]
     assert crop_starts(100, 128, 64) == [0]
-    assert clip_crops(torch.ones(128, 50), 128, 64).shape == (1, 1, 128, 128)
+    padded = pad_to(torch.ones(2, 128, 50), 128)
+    assert padded.shape == (2, 128, 128) and padded[..., :50].min() == 1 and padded[..., 50:].abs().max() == 0
+
+
+def test_banded_mel_matmul_equals_the_dense_filterbank():
+    front_end = LogMel()
+    power = torch.rand(300, 1025) ** 4  # spiky like a real power spectrum
+    dense = power @ front_end.mel_filters
+    assert torch.allclose(front_end.mel_power(power), dense, rtol=1e-5, atol=1e-7 * float(dense.max()))
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Training-time pieces of the LightningModule: SpecAugment masks and mixup."""
+"""The networks and the training-time pieces of the LightningModule (SpecAugment, mixup, EMA)."""
 
 import pytest
 import torch
@@ -73,6 +73,35 @@ def test_inference_network_folds_batchnorm_and_keeps_the_outputs(input_norm):
     fused = for_inference(net)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())  # BatchNorm1d: the input's
     assert torch.allclose(fused(crops), expected, atol=1e-5)
+
+
+def test_cnn_crop_logits_run_the_convolutions_once_per_clip():
+    from music_genre_classification.model import clip_probabilities, for_inference
+
+    net = for_inference(module({**NET, "n_mels": 32}).net)  # stride 16: crops of 16 columns are 1 map column
+    specs = torch.rand(3, 32, 64)
+    with torch.no_grad():
+        per_crop = net.crop_logits(specs, crop=32, hop=16)  # windows of 2 map columns at every map column
+        # a crop's window of the clip's feature map is what the crop alone gives, but for the context at its edges
+        assert per_crop.shape == (3, 3, 3)
+        assert torch.allclose(net.crop_logits(specs[..., :32], 32, 16)[:, 0], net(specs[:, None, :, :32]), atol=1e-5)
+        # clips of different widths, short ones padded, keep their order and are each a distribution
+        mixed = [specs[0], torch.rand(32, 20), specs[1], torch.rand(32, 100)]
+        probs = clip_probabilities(net, mixed, crop=32, hop=16, clips_at_once=1)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(4))
+    assert torch.allclose(probs[0], per_crop[0].softmax(-1).mean(0), atol=1e-6)
+    assert torch.allclose(probs[2], per_crop[1].softmax(-1).mean(0), atol=1e-6)
+
+
+def test_baseline_crop_logits_equal_the_crops_one_by_one():
+    from music_genre_classification.model import MelBaseline
+    from music_genre_classification.spectrogram import crop_starts
+
+    net = MelBaseline(n_genres=3, n_mels=32, hidden=8).eval()
+    specs = torch.rand(2, 32, 100)
+    crops = torch.stack([specs[:, None, :, s : s + 40] for s in crop_starts(100, 40, 20)], dim=1)
+    expected = net(crops.flatten(0, 1)).view(2, -1, 3)
+    assert torch.allclose(net.crop_logits(specs, 40, 20), expected, atol=1e-6)
 
 
 def test_ema_weights_are_what_validation_uses_and_the_checkpoint_holds():
