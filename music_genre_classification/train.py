@@ -80,7 +80,8 @@ def parameter_digest(module: torch.nn.Module) -> str:
 
 
 def make_trainer(cfg: DictConfig, logger, history: History, validate: bool) -> L.Trainer:
-    wanted = {name: c for name, c in cfg.callbacks.items() if logger or name != "lr_monitor"}  # it needs a logger
+    # lr_monitor needs a logger; a callback set to null (callbacks.early_stopping=null) is off
+    wanted = {name: c for name, c in cfg.callbacks.items() if c is not None and (logger or name != "lr_monitor")}
     trainer_args = {}
     if not validate:  # only the checkpoint callback, saving the last epoch
         wanted = {name: c for name, c in wanted.items() if c.get("monitor") is None or name == "checkpoint"}

@@ -144,3 +144,19 @@ def test_ddp_on_cpu_with_two_processes_agrees_across_ranks(synthetic_gtzan, tmp_
     ranks = [json.loads((run_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["parameters_sha1"] == ranks[1]["parameters_sha1"]  # DDP kept the replicas identical
     assert ranks[0]["val/acc"] == ranks[1]["val/acc"] and ranks[0]["val/loss"] == ranks[1]["val/loss"]
+
+
+def test_new_artists_recipe_composes_artist_disjoint_val_mixup_and_no_early_stopping(tmp_path):
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from music_genre_classification.config import compose
+    from music_genre_classification.train import History, make_trainer
+
+    cfg = compose("train", ["experiment=new_artists", f"run_dir={tmp_path}"])
+    split = instantiate(cfg.split)
+    assert split.name == "fault_filtered" and split.artists["blues/blues.00000"] == "john lee hooker"
+    assert cfg.model.mixup == 0.3
+    callbacks = make_trainer(cfg, None, History(), validate=True).callbacks
+    assert not any(isinstance(c, EarlyStopping) for c in callbacks)
+    assert [c.monitor for c in callbacks if isinstance(c, ModelCheckpoint)] == ["val/loss"]
