@@ -46,7 +46,6 @@ def train_throughput(model_path: str, batch: int = 32, steps: int = 10) -> float
     hp = load_checkpoint(model_path)["hyper_parameters"]
     net = instantiate(hp["net"], n_genres=len(hp["genres"])).train().to(memory_format=torch.channels_last)
     crops = torch.rand(batch, 1, hp["spectrogram"]["n_mels"], hp["crop_columns"])
-    crops = crops.contiguous(memory_format=torch.channels_last)  # as training_step feeds them
     labels = torch.randint(0, len(hp["genres"]), (batch,))
     optimizer = torch.optim.AdamW(net.parameters())
     for step in range(steps + 1):

@@ -80,7 +80,6 @@ class GenreModule(L.LightningModule):
             crops = shift_mels(crops, self.hparams.mel_shift)
         if self.hparams.spec_augment:
             crops = spec_augment(crops, **self.hparams.spec_augment)
-        crops = crops.contiguous(memory_format=torch.channels_last)
         if self.hparams.mixup > 0:  # blend pairs of crops and their labels: a smoother target on little data
             mix = torch.distributions.Beta(self.hparams.mixup, self.hparams.mixup).sample().to(crops.device)
             partner = torch.randperm(len(labels), device=crops.device)

@@ -12,6 +12,8 @@ import torchaudio.functional as AF
 
 from music_genre_classification.audio import MIN_DURATION_S, SILENCE_PEAK, AudioError
 
+MELS_PER_BAND = 16  # mel filters applied together by one matmul over the FFT bins they cover
+
 
 @dataclass(frozen=True)
 class SpectrogramParams:
@@ -76,10 +78,11 @@ class LogMel(torch.nn.Module):
         self.register_buffer("mel_filters", mel, persistent=False)
         # each run of 16 filters covers a narrow band of FFT bins: one small matmul per run does ~1/8 of the dense work
         self.mel_bands = []
-        for first in range(0, params.n_mels, 16):
-            bins = mel[:, first : first + 16].sum(1).nonzero().squeeze(1)
-            lo, hi = (int(bins.min()), int(bins.max()) + 1) if len(bins) else (0, 1)
-            self.mel_bands.append((lo, hi, first, min(first + 16, params.n_mels)))
+        for first in range(0, params.n_mels, MELS_PER_BAND):
+            last = min(first + MELS_PER_BAND, params.n_mels)
+            bins = mel[:, first:last].sum(1).nonzero().squeeze(1)
+            lo, hi = (int(bins.min()), int(bins.max()) + 1) if len(bins) else (0, 1)  # an empty filter: any bin
+            self.mel_bands.append((lo, hi, first, last))
 
     def mel_power(self, power: torch.Tensor) -> torch.Tensor:
         """[frames, bins] power spectrum -> [frames, n_mels], the same as power @ mel_filters."""
