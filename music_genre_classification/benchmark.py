@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 from hydra.utils import instantiate
 
-from music_genre_classification.inference import GenreClassifier, audio_files, load_checkpoint
+from music_genre_classification.serving.inference import GenreClassifier, audio_files, load_checkpoint
 
 
 def kaggle_features(path: Path) -> np.ndarray:

@@ -11,9 +11,9 @@ import fire
 
 def _run(job: Callable[[], object]) -> None:
     """Run a command; bad input ends it with one line on stderr and exit code 1 instead of a traceback."""
-    from music_genre_classification.audio import AudioError
     from music_genre_classification.config import UserError
-    from music_genre_classification.dataset import DataError
+    from music_genre_classification.data.audio import AudioError
+    from music_genre_classification.data.dataset import DataError
 
     try:
         failed = job()
@@ -29,14 +29,14 @@ def _run(job: Callable[[], object]) -> None:
 
 def train(*overrides: str) -> None:
     """Train a model. Hydra overrides, e.g.: model=baseline trainer.max_epochs=5 datamodule.batch_size=64 trainer=gpu"""
-    from music_genre_classification.train import train as run_training
+    from music_genre_classification.training.train import train as run_training
 
     _run(lambda: run_training(list(overrides)) and None)
 
 
 def test(checkpoint: str, *overrides: str) -> None:
     """Score CHECKPOINT on the test part of its split, or on other data: datamodule.root=/path split=all"""
-    from music_genre_classification.evaluate import test as run_test
+    from music_genre_classification.training.evaluate import test as run_test
 
     _run(lambda: run_test(checkpoint, list(overrides)) and None)
 
@@ -45,7 +45,7 @@ def infer(
     model_path: str, audio_path: str, output_path: str | None = None, segments: bool = False, batch_size: int = 16
 ) -> None:
     """Genre of one audio file, or of every audio file below a folder (results to --output_path .csv/.jsonl)."""
-    from music_genre_classification.inference import run_infer
+    from music_genre_classification.serving.inference import run_infer
 
     _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size))
 
@@ -60,7 +60,7 @@ def bot(
     files_per_minute: int = 5,
 ) -> None:
     """Telegram bot (long polling); token from --token or TELEGRAM_BOT_TOKEN; --base_url for a self-hosted server."""
-    from music_genre_classification.bot import run_bot
+    from music_genre_classification.serving.bot import run_bot
 
     _run(lambda: run_bot(model_path, token, base_url, base_file_url, local_mode, max_file_mb, files_per_minute))
 

@@ -5,9 +5,9 @@ import torch
 import torchaudio
 from conftest import SR, tone
 
-from music_genre_classification.audio import AudioError, decode_blocks, load_audio
-from music_genre_classification.dataset import audio_spectrogram
-from music_genre_classification.spectrogram import (
+from music_genre_classification.data.audio import AudioError, decode_blocks, load_audio
+from music_genre_classification.data.dataset import audio_spectrogram
+from music_genre_classification.data.spectrogram import (
     LogMel,
     SpectrogramParams,
     crop_starts,

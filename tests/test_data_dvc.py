@@ -17,8 +17,8 @@ from conftest import SR, tone
 from omegaconf import OmegaConf
 
 from music_genre_classification import GTZAN_GENRES
-from music_genre_classification.data import ensure_data, fetch
-from music_genre_classification.dataset import DataError
+from music_genre_classification.data.dataset import DataError
+from music_genre_classification.data.fetch import ensure_data, fetch
 
 
 def sh(*args: str, cwd: Path) -> None:

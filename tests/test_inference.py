@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from conftest import GENRES, SR, run_cli, tone
 
-from music_genre_classification.inference import GenreClassifier
+from music_genre_classification.serving.inference import GenreClassifier
 
 
 @pytest.fixture(scope="module")

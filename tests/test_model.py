@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from music_genre_classification.lightning_module import GenreModule, shift_mels, spec_augment
+from music_genre_classification.models.lightning_module import GenreModule, shift_mels, spec_augment
 
-NET = {"_target_": "music_genre_classification.model.GenreCNN", "channels": [4, 8, 8, 8]}
+NET = {"_target_": "music_genre_classification.models.networks.GenreCNN", "channels": [4, 8, 8, 8]}
 
 
 def module(net: dict = NET, **kwargs) -> GenreModule:
@@ -63,7 +63,7 @@ def test_input_norm_puts_every_mel_band_on_one_scale():
 
 @pytest.mark.parametrize("input_norm", [False, True])
 def test_inference_network_folds_batchnorm_and_keeps_the_outputs(input_norm):
-    from music_genre_classification.model import for_inference
+    from music_genre_classification.models.networks import for_inference
 
     net = module({**NET, "input_norm": input_norm, "n_mels": 32}).net
     crops = torch.rand(12, 1, 32, 16)
@@ -76,7 +76,7 @@ def test_inference_network_folds_batchnorm_and_keeps_the_outputs(input_norm):
 
 
 def test_cnn_crop_logits_run_the_convolutions_once_per_clip():
-    from music_genre_classification.model import clip_probabilities, for_inference
+    from music_genre_classification.models.networks import clip_probabilities, for_inference
 
     net = for_inference(module({**NET, "n_mels": 32}).net)  # stride 16: crops of 16 columns are 1 map column
     specs = torch.rand(3, 32, 64)
@@ -94,8 +94,8 @@ def test_cnn_crop_logits_run_the_convolutions_once_per_clip():
 
 
 def test_baseline_crop_logits_equal_the_crops_one_by_one():
-    from music_genre_classification.model import MelBaseline
-    from music_genre_classification.spectrogram import crop_starts
+    from music_genre_classification.data.spectrogram import crop_starts
+    from music_genre_classification.models.networks import MelBaseline
 
     net = MelBaseline(n_genres=3, n_mels=32, hidden=8).eval()
     specs = torch.rand(2, 32, 100)

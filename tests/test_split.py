@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from music_genre_classification.split import AllTest, ListSplit, RandomSplit, read_artists, read_list
+from music_genre_classification.data.split import AllTest, ListSplit, RandomSplit, read_artists, read_list
 
 
 def gtzan_like(per_genre: int = 100) -> dict[str, str]:

@@ -48,7 +48,7 @@ def test_mlflow_store_has_params_metrics_and_artifacts(trained):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{trained['work'] / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("music-genre-classification")
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.data.params["model/net/_target_"] == "music_genre_classification.model.GenreCNN"
+    assert run.data.params["model/net/_target_"] == "music_genre_classification.models.networks.GenreCNN"
     assert run.data.params["datamodule/crop_columns"] == "32"
     for key in ("train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1"):
         assert len(client.get_metric_history(run.info.run_id, key)) >= 2, key
@@ -100,7 +100,7 @@ def test_without_val_clips_training_runs_every_epoch_and_keeps_the_last(syntheti
     ("args", "message"),
     [
         (["train", "trainer.accelerator=quantum"], "error: cannot build lightning.pytorch.Trainer"),
-        (["train", "model.net.dropout=abc"], "error: cannot build music_genre_classification.lightning_module"),
+        (["train", "model.net.dropout=abc"], "error: cannot build music_genre_classification.models.lightning_module"),
         (["train", "model=nonexistent"], "error: bad config override"),
         (["train", "trainer.no_such_key=1"], "error: bad config override"),
         (["test", "missing.ckpt"], "error: missing.ckpt: no such checkpoint"),
@@ -151,7 +151,7 @@ def test_new_artists_recipe_composes_artist_disjoint_val_mixup_and_no_early_stop
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from music_genre_classification.config import compose
-    from music_genre_classification.train import History, make_trainer
+    from music_genre_classification.training.train import History, make_trainer
 
     cfg = compose("train", ["experiment=new_artists", f"run_dir={tmp_path}"])
     split = instantiate(cfg.split)

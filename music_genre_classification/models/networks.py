@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from music_genre_classification.spectrogram import crop_starts, pad_to
+from music_genre_classification.data.spectrogram import crop_starts, pad_to
 
 
 class GenreCNN(nn.Module):

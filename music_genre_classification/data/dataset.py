@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from music_genre_classification.audio import AudioError, decode_blocks, is_audio_file
-from music_genre_classification.spectrogram import LogMel, SpectrogramParams, track_spectrograms
+from music_genre_classification.data.audio import AudioError, decode_blocks, is_audio_file
+from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
 
 
 class DataError(ValueError):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from music_genre_classification.audio import MIN_DURATION_S, SILENCE_PEAK, AudioError
+from music_genre_classification.data.audio import MIN_DURATION_S, SILENCE_PEAK, AudioError
 
 MELS_PER_BAND = 16  # mel filters applied together by one matmul over the FFT bins they cover
 

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from music_genre_classification.audio import AudioError, decode_blocks, is_audio_file, resample
 from music_genre_classification.config import UserError
-from music_genre_classification.model import clip_probabilities, for_inference
-from music_genre_classification.spectrogram import LogMel, SpectrogramParams, track_spectrograms
+from music_genre_classification.data.audio import AudioError, decode_blocks, is_audio_file, resample
+from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
+from music_genre_classification.models.networks import clip_probabilities, for_inference
 
 
 def load_checkpoint(path: str | Path) -> dict:

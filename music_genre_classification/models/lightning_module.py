@@ -8,7 +8,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from music_genre_classification.model import clip_probabilities
+from music_genre_classification.models.networks import clip_probabilities
 
 STAGES = ("train", "val", "test")
 

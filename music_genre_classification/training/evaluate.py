@@ -7,11 +7,11 @@ import numpy as np
 from hydra.utils import instantiate
 
 from music_genre_classification.config import compose, to_dict
-from music_genre_classification.data import ensure_data
-from music_genre_classification.datamodule import GenreDataModule
-from music_genre_classification.inference import load_checkpoint
-from music_genre_classification.lightning_module import GenreModule
-from music_genre_classification.plots import plot_confusion
+from music_genre_classification.data.datamodule import GenreDataModule
+from music_genre_classification.data.fetch import ensure_data
+from music_genre_classification.models.lightning_module import GenreModule
+from music_genre_classification.serving.inference import load_checkpoint
+from music_genre_classification.training.plots import plot_confusion
 
 
 def report(confusion: np.ndarray, genres: list[str]) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from music_genre_classification.dataset import (
+from music_genre_classification.data.dataset import (
     DataError,
     RandomCrops,
     WholeClips,
@@ -15,8 +15,8 @@ from music_genre_classification.dataset import (
     load_spectrograms,
     scan_clips,
 )
-from music_genre_classification.spectrogram import SpectrogramParams
-from music_genre_classification.split import PARTS
+from music_genre_classification.data.spectrogram import SpectrogramParams
+from music_genre_classification.data.split import PARTS
 
 
 class GenreDataModule(L.LightningDataModule):

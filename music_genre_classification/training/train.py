@@ -13,8 +13,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from music_genre_classification.config import UserError, compose, first_line, to_dict
-from music_genre_classification.data import ensure_data
-from music_genre_classification.plots import plot_confusion, plot_curves
+from music_genre_classification.data.fetch import ensure_data
+from music_genre_classification.training.plots import plot_confusion, plot_curves
 
 RUN_DIR_ENV = "MGC_RUN_DIR"  # DDP workers re-run the command; they join the run their launcher started
 

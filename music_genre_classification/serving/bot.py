@@ -10,11 +10,11 @@ from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from music_genre_classification.audio import AUDIO_EXTENSIONS, AudioError
 from music_genre_classification.config import UserError
-from music_genre_classification.inference import GenreClassifier, Prediction
+from music_genre_classification.data.audio import AUDIO_EXTENSIONS, AudioError
+from music_genre_classification.serving.inference import GenreClassifier, Prediction
 
-log = logging.getLogger("music_genre_classification.bot")
+log = logging.getLogger("music_genre_classification.serving.bot")
 
 TELEGRAM_DOWNLOAD_LIMIT_MB = 20  # what bots may download from api.telegram.org
 LOCAL_SERVER_LIMIT_MB = 2000  # a self-hosted telegram-bot-api server run with --local

@@ -1,0 +1,1 @@
+"""Audio decoding, the log-mel front end, datasets, splits and fetching the data with DVC."""

@@ -1,0 +1,1 @@
+"""Networks and the Lightning module that trains them."""
