@@ -1,4 +1,4 @@
-"""Command line: python -m music_genre_classification.commands {train,test,infer,bot} ...
+"""Command line: python -m music_genre_classification.commands {train,test,infer,bot,ensemble} ...
 
 Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
@@ -65,8 +65,16 @@ def bot(
     _run(lambda: run_bot(model_path, token, base_url, base_file_url, local_mode, max_file_mb, files_per_minute))
 
 
+def ensemble(checkpoints: str | tuple, output_path: str) -> None:
+    """One checkpoint averaging several models' probabilities (CNN and features alike), weights chosen on val."""
+    from music_genre_classification.training.ensemble import make_ensemble
+
+    paths = checkpoints.split(",") if isinstance(checkpoints, str) else [str(p) for p in checkpoints]
+    _run(lambda: make_ensemble([p.strip() for p in paths if p.strip()], output_path) and None)
+
+
 def main() -> None:
-    fire.Fire({"train": train, "test": test, "infer": infer, "bot": bot})
+    fire.Fire({"train": train, "test": test, "infer": infer, "bot": bot, "ensemble": ensemble})
 
 
 if __name__ == "__main__":

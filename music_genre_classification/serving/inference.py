@@ -1,7 +1,8 @@
 """Labelling audio with a trained checkpoint: GenreClassifier for Python, run_infer for the CLI.
 
-`test` and the bot use the same pieces: load_checkpoint, the LogMel front end, track_spectrograms and
-clip_probabilities. Imports stay light (no Lightning, no MLflow) so that one file is labelled quickly.
+`test` and the bot use the same pieces: load_checkpoint, the checkpoint kind's predictor (models/predictors.py:
+CNN, features model or ensemble), track_spectrograms and track_probabilities. Imports stay light (no Lightning,
+no MLflow) so that one file is labelled quickly.
 """
 
 import csv
@@ -15,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import AudioError, decode_blocks, is_audio_file, resample
-from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
-from music_genre_classification.models.networks import clip_probabilities, for_inference
+from music_genre_classification.data.spectrogram import track_spectrograms
+from music_genre_classification.models.predictors import checkpoint_kind, predictor, track_probabilities
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -32,12 +32,12 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
         raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "genres" not in ckpt.get("hyper_parameters", {}):
+    if checkpoint_kind(ckpt) is None:
         raise UserError(f"{path}: not a music_genre_classification checkpoint")
     return ckpt
 
 
-Window = tuple[float, float, torch.Tensor]  # start_s, end_s, spectrogram of one window of a track
+Window = tuple[float, float, object]  # start_s, end_s, the model's input for one window of a track
 
 
 @dataclass
@@ -63,19 +63,14 @@ class Prediction:
 
 
 class GenreClassifier:
-    def __init__(self, net: torch.nn.Module, genres: list[str], params: SpectrogramParams, crop: int, hop: int):
-        self.net, self.genres, self.crop, self.hop = for_inference(net), list(genres), crop, hop
-        self.front_end = LogMel(params)
+    def __init__(self, model):
+        """`model`: a predictor from models/predictors.py (CNN, features model or ensemble)."""
+        self.model, self.genres = model, list(model.genres)
+        self.front_end = model.front_end
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> "GenreClassifier":
-        ckpt = load_checkpoint(path)
-        hp = ckpt["hyper_parameters"]
-        net = instantiate(hp["net"], n_genres=len(hp["genres"]))
-        net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        params = SpectrogramParams(**hp["spectrogram"])
-        return cls(net.to(device), hp["genres"], params, hp["crop_columns"], hp["eval_hop"])
+        return cls(predictor(load_checkpoint(path), device))
 
     @property
     def sample_rate(self) -> int:
@@ -115,16 +110,10 @@ class GenreClassifier:
         except AudioError as err:
             return str(err)
 
-    @torch.inference_mode()
     def _predict_tracks(self, tracks: list[list[Window]]) -> list[Prediction]:
-        specs = [spec for track in tracks for _, _, spec in track]
-        probs = clip_probabilities(self.net, specs, self.crop, self.hop).cpu().numpy()
-        results, i = [], 0
-        for track in tracks:
-            window_probs = probs[i : i + len(track)]
-            i += len(track)
-            lengths = np.array([end - start for start, end, _ in track])
-            track_probs = (window_probs * lengths[:, None]).sum(0) / lengths.sum()  # longer windows count more
+        per_track, per_window = track_probabilities(self.model, tracks)
+        results = []
+        for track, track_probs, window_probs in zip(tracks, per_track, per_window):
             segments = [
                 Segment(round(s, 3), round(e, 3), self.genres[int(p.argmax())], round(float(p.max()), 4))
                 for (s, e, _), p in zip(track, window_probs)
