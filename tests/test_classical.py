@@ -1,11 +1,11 @@
 """Features models in process: the model configs, the features table route and its split, the stored pipeline."""
 
-import csv
 import os
 
 import numpy as np
 import pytest
 import skops.io
+from conftest import GENRES, feature_rows, write_feature_table
 from hydra.utils import instantiate
 from sklearn.model_selection import ParameterGrid
 from sklearn.pipeline import Pipeline
@@ -14,34 +14,11 @@ from sklearn.preprocessing import FunctionTransformer
 from music_genre_classification.config import UserError, build, compose, to_dict
 from music_genre_classification.data.dataset import DataError, scan_clips
 from music_genre_classification.data.feature_data import FeatureDataModule
-from music_genre_classification.data.features import FEATURE_COLUMNS, TABLE_COLUMNS
 from music_genre_classification.data.split import RandomSplit, assign_parts
 from music_genre_classification.models.classical import pipeline_from_bytes, pipeline_to_bytes
 from music_genre_classification.models.predictors import one_thread
 
-GENRES = ["low", "mid", "high"]
 ESTIMATORS = ["logreg", "knn", "svc", "rf", "mlp", "gb"]
-
-
-def feature_rows(genre: str, count: int, seed: int) -> np.ndarray:
-    """Rows whose first ten features tell the genre apart, the rest noise."""
-    rng = np.random.default_rng(seed)
-    rows = rng.normal(size=(count, len(FEATURE_COLUMNS)))
-    rows[:, :10] += 3 * GENRES.index(genre)
-    return rows
-
-
-def write_table(path, clips_per_genre: int, chunks: int = 0, seed: int = 0):
-    """A features table in the layout of features_30_sec.csv, or of features_3_sec.csv with `chunks` per clip."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(TABLE_COLUMNS)
-        for g, genre in enumerate(GENRES):
-            for i in range(clips_per_genre):
-                names = [f"{genre}.{i:05d}.{k}.wav" for k in range(chunks)] or [f"{genre}.{i:05d}.wav"]
-                for name, row in zip(names, feature_rows(genre, len(names), seed + 100 * g + i)):
-                    writer.writerow([name, 66150 if chunks else 661500, *row, genre])
-    return path
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -84,7 +61,7 @@ def test_table_and_spectrograms_put_the_same_clips_in_the_same_parts(real_datase
 
 
 def test_chunks_of_a_clip_stay_in_its_part_and_count_as_one_clip(tmp_path):
-    table = write_table(tmp_path / "features_3_sec.csv", clips_per_genre=10, chunks=4)
+    table = write_feature_table(tmp_path / "features_3_sec.csv", clips_per_genre=10, chunks=4)
     data = FeatureDataModule(str(table), GENRES, split=RandomSplit(0.6, 0.2, 0.2), segment_s=3)
     data.setup()
     assert len(data.split_table) == 30 and data.split_table[0]["clip"] == "low/low.00000"
@@ -95,7 +72,7 @@ def test_chunks_of_a_clip_stay_in_its_part_and_count_as_one_clip(tmp_path):
 
     with pytest.raises(DataError, match="set datamodule.segment_s"):
         FeatureDataModule(str(table), GENRES, split=RandomSplit()).setup()
-    whole = write_table(tmp_path / "features_30_sec.csv", clips_per_genre=10)
+    whole = write_feature_table(tmp_path / "features_30_sec.csv", clips_per_genre=10)
     with pytest.raises(DataError, match="chunks named"):
         FeatureDataModule(str(whole), GENRES, split=RandomSplit(), segment_s=3).setup()
 

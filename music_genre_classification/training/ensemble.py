@@ -38,7 +38,7 @@ def simplex_grid(members: int, step: float) -> np.ndarray:
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Mean negative log probability of the true genre, for each of a stack of tables [..., clips, genres]."""
-    return -np.log(np.clip(np.take_along_axis(probs, labels[:, None], -1)[..., 0], 1e-8, None)).mean(-1)
+    return -np.log(np.clip(probs[..., np.arange(len(labels)), labels], 1e-8, None)).mean(-1)
 
 
 def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
