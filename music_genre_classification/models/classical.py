@@ -54,11 +54,11 @@ def gradient_boosting(
         if library == "catboost":
             from catboost import CatBoostClassifier
 
-            return CatBoostClassifier(
-                iterations=n_estimators,
+            return CatBoostClassifier(  # CatBoost's aliases of its own names, so that model.grid names fit all three
+                n_estimators=n_estimators,
                 learning_rate=learning_rate,
-                depth=max_depth or 6,
-                random_seed=random_state,
+                max_depth=max_depth or 6,
+                random_state=random_state,
                 thread_count=1,
                 verbose=0,
             )

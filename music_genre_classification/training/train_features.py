@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from sklearn.model_selection import ParameterGrid
 
-from music_genre_classification.config import UserError, build, to_dict
+from music_genre_classification.config import UserError, build, first_line, to_dict
 from music_genre_classification.data.features import FEATURE_COLUMNS
 from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.models.classical import pipeline_to_bytes
@@ -48,8 +48,11 @@ def train_features(cfg: DictConfig, run_dir: Path) -> dict:
 
     tried = []
     for params in candidates:
-        with one_thread():
-            pipeline = configured(cfg, params).fit(rows, labels)
+        try:
+            with one_thread():
+                pipeline = configured(cfg, params).fit(rows, labels)
+        except Exception as err:  # a user-chosen estimator (scikit-learn, XGBoost, CatBoost) refusing its settings
+            raise UserError(f"cannot fit the model with {params or 'its settings'}: {first_line(err)}") from None
         model = FeaturePredictor(pipeline, genres, segment_s)
         val = clip_metrics(model, *data.tracks("val")) if validate else {}
         tried.append((params, model, val))
