@@ -45,6 +45,8 @@ def browser(tmp_path_factory):
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
+        "--use-fake-device-for-media-stream",  # a microphone that beeps, for the recording test
+        "--use-fake-ui-for-media-stream",  # microphone access granted without a prompt
         f"--user-data-dir={profile}",
         "--window-size=1000,1100",
     ):
@@ -124,6 +126,18 @@ def test_a_bad_file_shows_a_clear_error(server, browser, shots, tmp_path, name, 
     assert message in shown_error(browser)
     assert not browser.find_element(By.ID, "result").is_displayed()
     browser.save_screenshot(str(shots / f"error-{name}.png"))
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the browser records WebM/Opus, which needs ffmpeg")
+def test_a_recording_from_the_microphone_is_classified(server, browser):
+    browser.get(server.url + "/")
+    record = browser.find_element(By.ID, "record")
+    record.click()
+    WebDriverWait(browser, 10).until(lambda b: "Stop (0:03)" in record.text)
+    record.click()
+    genre, bars = shown_result(browser)
+    assert genre in GENRES and set(bars) == set(GENRES)
+    assert browser.find_element(By.ID, "meta").text.startswith("recording.")
 
 
 def test_the_page_fits_a_phone_screen(server, browser, shots, tmp_path):

@@ -121,7 +121,10 @@ def create_app(settings: Settings) -> FastAPI:
         async with receive_file(request, "file", service.uploads, settings.max_upload_mb) as upload:
             prediction, reason = await chosen.batcher.predict(upload.path)
         if reason is not None:
-            raise ApiError(400, reason.replace(str(upload.path), upload.filename))
+            # the client's file name in the message, never the server's temporary path
+            raise ApiError(
+                400, reason.replace(str(upload.path), upload.filename).replace(upload.path.name, upload.filename)
+            )
         return prediction.to_dict(segments)
 
     if settings.cors_origins:
