@@ -143,7 +143,8 @@ def test_a_recording_from_the_microphone_is_classified(server, browser):
 def test_the_page_fits_a_phone_screen(server, browser, shots, tmp_path):
     path = tmp_path / "song.wav"
     sf.write(path, tone("mid", 3, seconds=65), SR)
-    browser.set_window_size(390, 844)
+    phone = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}  # narrower than a window can be
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", phone)
     try:
         browser.get(server.url + "/")
         upload(browser, path)
@@ -152,7 +153,7 @@ def test_the_page_fits_a_phone_screen(server, browser, shots, tmp_path):
         assert overflow <= 0, "the page scrolls sideways on a phone"
         browser.save_screenshot(str(shots / "phone.png"))
     finally:
-        browser.set_window_size(1000, 1100)
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_swagger_ui_renders_offline(server, browser):
