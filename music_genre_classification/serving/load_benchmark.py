@@ -6,6 +6,7 @@ folder of the same clips (predict_many) in the same run. The server is the real 
 with the same POST /predict (--url, with --server_pid for its memory).
 """
 
+import contextlib
 import gc
 import socket
 import subprocess
@@ -24,13 +25,13 @@ from music_genre_classification.benchmark import whole_clips
 from music_genre_classification.serving.inference import GenreClassifier
 
 
-def folder_rate(model_path: str, files: list[Path]) -> float:
-    """Clips/s of `infer` on a folder: predict_many, batches of 16, decoding in threads beside the model."""
+def folder_rate(model_path: str, files: list[Path]) -> tuple[float, float]:
+    """Clips/s and CPU seconds per clip of `infer` on a folder: predict_many, batches of 16, decoding in threads."""
     classifier = GenreClassifier.from_checkpoint(model_path, device="cpu")
     classifier.predict(files[0])  # warm up
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     list(classifier.predict_many(files, batch_size=16))
-    return len(files) / (time.perf_counter() - start)
+    return len(files) / (time.perf_counter() - start), (time.process_time() - cpu) / len(files)
 
 
 def multipart(path: Path) -> tuple[bytes, str]:
@@ -40,20 +41,30 @@ def multipart(path: Path) -> tuple[bytes, str]:
     return head.encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode(), boundary
 
 
-class PeakMemory(threading.Thread):
-    """The largest resident memory of a process and its children together, sampled every 50 ms."""
+class ServerUsage(threading.Thread):
+    """A server's processes together: the largest resident memory (sampled every 50 ms) and the CPU time used.
+
+    CPU seconds per request hardly depend on what else runs on the machine, unlike requests/s.
+    """
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.process, self.peak, self.running = psutil.Process(pid), 0, True
 
+    def tree(self) -> list[psutil.Process]:
+        return [self.process, *self.process.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for process in self.tree():
+            with contextlib.suppress(psutil.Error):  # a process ended between listing and reading
+                total += sum(process.cpu_times()[:2])  # user + system
+        return total
+
     def run(self) -> None:
         while self.running:
-            try:
-                tree = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree))
-            except psutil.Error:  # a process ended between listing and reading
-                pass
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in self.tree()))
             time.sleep(0.05)
 
 
@@ -125,10 +136,10 @@ def main(
     server_pid: int | None = None,
 ):
     files = whole_clips(audio_dir, clips)
-    before = folder_rate(model_path, files)
+    before, folder_cpu = folder_rate(model_path, files)
     gc.collect()
     bodies = [multipart(p) for p in files]
-    server, memory = None, None
+    server, usage = None, None
     if url is None:
         server, url = start_server(model_path, workers, max_batch)
         server_pid = server.pid
@@ -138,16 +149,19 @@ def main(
         if warm["errors"]:
             raise SystemExit(f"error: {warm['errors']} errors while warming up")
         if server_pid:
-            memory = PeakMemory(server_pid)
-            memory.start()
+            usage = ServerUsage(server_pid)
+            usage.start()
+            cpu = usage.cpu_seconds()
         result = load(url, bodies, clients, requests, time.monotonic() + time_limit_s)
+        if usage:
+            server_cpu = (usage.cpu_seconds() - cpu) / max(len(result["latencies"]), 1)
     finally:
-        if memory:
-            memory.running = False
+        if usage:
+            usage.running = False
         if server:
             server.terminate()
             server.wait(60)
-    after = folder_rate(model_path, files)  # before and after: the machine's load may change meanwhile
+    after, _ = folder_rate(model_path, files)  # before and after: the machine's load may change meanwhile
     folder, done = (before + after) / 2, len(result["latencies"])
     rate = done / result["seconds"]
     p50, p95 = np.percentile(result["latencies"], [50, 95]) * 1000 if done else (float("nan"),) * 2
@@ -157,8 +171,10 @@ def main(
     print(f"serve ({where}): {clients} clients x {requests} requests of one clip each, all at once")
     print(f"  {rate:.1f} requests/s ({rate / folder:.0%} of the folder rate), {done} done in {result['seconds']:.1f} s")
     print(f"  latency p50 {p50:.0f} ms, p95 {p95:.0f} ms; errors: {result['errors']}")
-    if memory:
-        print(f"  server peak memory: {memory.peak / 2**20:.0f} MB (all its processes)")
+    if usage:
+        print(f"  server peak memory: {usage.peak / 2**20:.0f} MB (all its processes)")
+        ms = f"{server_cpu * 1000:.0f} ms; the folder's per clip: {folder_cpu * 1000:.0f} ms"
+        print(f"  server CPU time per request: {ms} (robust to other load on the machine, unlike requests/s)")
 
 
 if __name__ == "__main__":
