@@ -163,8 +163,13 @@ def test_an_oversized_upload_is_refused_while_it_streams(server, client):
         ({"json": {"file": "a.wav"}}, 422, "multipart/form-data"),
         ({"params": {"segments": "maybe"}, "files": {"file": ("a.wav", b"RIFF")}}, 422, "segments"),
         ({"params": {"model": "nope"}, "files": {"file": ("a.wav", b"RIFF")}}, 404, "no model named 'nope'"),
+        (
+            {"content": b"--b\r\nno headers", "headers": {"content-type": "multipart/form-data; boundary=b"}},
+            400,
+            "malformed",
+        ),
     ],
-    ids=["missing-field", "not-multipart", "bad-query", "unknown-model"],
+    ids=["missing-field", "not-multipart", "bad-query", "unknown-model", "malformed-body"],
 )
 def test_bad_requests_get_json_errors(client, request_args, status, message):
     response = client.post("/predict", **request_args)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -125,10 +126,8 @@ async def receive_file(request: Request, field: str, folder: Path, max_mb: float
                 parser.finalize()
             except ClientDisconnect:
                 raise ApiError(400, "the upload was interrupted") from None
-            except ApiError:
-                raise
-            except Exception as err:  # python-multipart's errors for a malformed body
-                raise ApiError(400, f"malformed multipart body ({type(err).__name__})") from None
+            except MultipartParseError as err:
+                raise ApiError(400, f"malformed multipart body ({err})") from None
         if not writer.found:
             raise ApiError(422, f"the form has no field '{field}': send the audio file in it")
         if writer.size == 0:
