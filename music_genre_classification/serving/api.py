@@ -87,6 +87,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
         return error(err.status_code, str(err.detail))
 
+    @app.exception_handler(Exception)
+    async def failed(request: Request, err: Exception) -> JSONResponse:  # the traceback goes to the server's log
+        return error(500, "internal server error; the server's log says more")
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0]
