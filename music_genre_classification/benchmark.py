@@ -82,11 +82,17 @@ def cold_start(model_path: str, clip: Path) -> float:
     return time.perf_counter() - start
 
 
-def main(model_path: str = "outputs/model_full.ckpt", audio_dir: str = "data/dataset/genres_original", clips: int = 30):
-    classifier = GenreClassifier.from_checkpoint(model_path, device="cpu")
-    files = [p for p in audio_files(Path(audio_dir))[0] if sf.info(p).duration >= 29.9][:clips]  # whole 30-s clips
+def whole_clips(audio_dir: str, clips: int) -> list[Path]:
+    """The first `clips` audio files of `audio_dir` that last the whole 30 s."""
+    files = [p for p in audio_files(Path(audio_dir))[0] if sf.info(p).duration >= 29.9][:clips]
     if not files:
         raise SystemExit(f"error: no 30-s audio clips in {audio_dir}")
+    return files
+
+
+def main(model_path: str = "outputs/model_full.ckpt", audio_dir: str = "data/dataset/genres_original", clips: int = 30):
+    classifier = GenreClassifier.from_checkpoint(model_path, device="cpu")
+    files = whole_clips(audio_dir, clips)
     passes = []
     for _ in range(2):  # the first pass also reads the files from disk and warms torch up
         start = time.perf_counter()

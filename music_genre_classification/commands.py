@@ -1,4 +1,4 @@
-"""Command line: python -m music_genre_classification.commands {train,test,infer,bot,ensemble} ...
+"""Command line: python -m music_genre_classification.commands {train,test,infer,bot,serve,ensemble} ...
 
 Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
@@ -65,6 +65,25 @@ def bot(
     _run(lambda: run_bot(model_path, token, base_url, base_file_url, local_mode, max_file_mb, files_per_minute))
 
 
+def serve(
+    model_path: str = "outputs/model_full.ckpt",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    max_upload_mb: float = 50.0,
+    cors_origins: str | None = None,
+    max_batch: int = 16,
+) -> None:
+    """HTTP API (POST /predict, GET /models, /health, Swagger UI at /docs) and web page (GET /) over the checkpoints.
+
+    --model_path: a checkpoint, a folder of them or several separated by commas (?model=<file name> picks one);
+    --cors_origins: origins allowed to call the API from a browser, comma-separated, or '*'.
+    """
+    from music_genre_classification.serving.api import run_server
+
+    _run(lambda: run_server(model_path, host, port, workers, max_upload_mb, cors_origins, max_batch))
+
+
 def ensemble(checkpoints: str | tuple, output_path: str) -> None:
     """One checkpoint averaging several models' probabilities (CNN and features alike), weights chosen on val."""
     from music_genre_classification.training.ensemble import make_ensemble
@@ -74,7 +93,7 @@ def ensemble(checkpoints: str | tuple, output_path: str) -> None:
 
 
 def main() -> None:
-    fire.Fire({"train": train, "test": test, "infer": infer, "bot": bot, "ensemble": ensemble})
+    fire.Fire({"train": train, "test": test, "infer": infer, "bot": bot, "serve": serve, "ensemble": ensemble})
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 import csv
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -74,6 +78,61 @@ def write_feature_table(path: Path, clips_per_genre: int, chunks: int = 0, seed:
                 for name, row in zip(names, feature_rows(genre, len(names), seed + 100 * g + i)):
                     writer.writerow([name, 66150 if chunks else 661500, *row, genre])
     return path
+
+
+class Server:
+    """The real `serve` command in its own process on a free 127.0.0.1 port; its log and TMPDIR under `folder`."""
+
+    def __init__(self, folder: Path, *args: str):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp, self.log = folder / "tmp", folder / "server.log"
+        self.tmp.mkdir(parents=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(self.tmp)}
+        command = [
+            sys.executable,
+            "-m",
+            "music_genre_classification.commands",
+            "serve",
+            *args,
+            "--port",
+            str(self.port),
+        ]
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, workers: int = 1, timeout: float = 120) -> None:
+        """Until each worker has logged that its models are loaded."""
+        deadline = time.monotonic() + timeout
+        while self.log_text().count("ready: ") < workers:
+            assert self.process.poll() is None, self.log_text()[-3000:]
+            assert time.monotonic() < deadline, "the server did not get ready:\n" + self.log_text()[-3000:]
+            time.sleep(0.05)
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def uploads(self) -> list[Path]:
+        """Files in the server's upload folders."""
+        return [p for folder in self.tmp.glob("genre-serve-*") for p in folder.iterdir()]
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+def wait_for_port(url: str, timeout: float = 60) -> httpx.Response:
+    """The first answer of GET {url}/health, polling fast while the port is not open yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(f"{url}/health", timeout=10)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"nothing answers on {url}"
+            time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

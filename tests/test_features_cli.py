@@ -58,7 +58,7 @@ def test_a_features_run_writes_what_a_cnn_run_writes_and_logs_to_mlflow(on_table
     run_dir = ckpt.resolve().parent.parent
     assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "split.csv", "val_metrics.json", "grid.csv"}
     assert (run_dir / "plots" / "confusion_val.png").is_file()
-X
+    assert len(list(csv.DictReader(open(run_dir / "grid.csv")))) == 5  # the C values of features_logreg's grid
     val = json.loads((run_dir / "val_metrics.json").read_text())
     assert val["val/acc"] >= 0.8 and "classifier__C" in val["chosen"] and "chosen on val:" in on_table["stdout"]
 
@@ -70,7 +70,7 @@ X
     (run,) = client.search_runs([client.get_experiment_by_name("music-genre-classification").experiment_id])
     assert run.data.params["model/pipeline/classifier/_target_"] == "sklearn.linear_model.LogisticRegression"
     assert {"val/acc", "val/f1", "val/loss", "train/acc"} <= set(run.data.metrics)
-    assert len(client.get_metric_history(run.info.run_id, "grid/val_acc")) == 4
+    assert len(client.get_metric_history(run.info.run_id, "grid/val_acc")) == 5
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "split.csv", "confusion_val.png", "grid.csv"} <= artifacts
 

@@ -64,6 +64,8 @@ def test_checkpoint_alone_is_enough_to_test(trained, tmp_path):
     assert hp["genres"] == GENRES and hp["spectrogram"]["n_mels"] == 128
     assert hp["run_config"]["datamodule"]["crop_columns"] == 32
     assert {row["part"] for row in ckpt["split_table"]} == {"train", "val", "test"}
+    run_val = json.loads((trained["checkpoint"].resolve().parent.parent / "val_metrics.json").read_text())
+    assert ckpt["val_metrics"] == pytest.approx({k: run_val[k] for k in ("val/loss", "val/acc", "val/f1")})
     result = run_cli("test", str(alone), cwd=tmp_path)  # no run dir, no overrides, another working dir
     assert result.returncode == 0, result.stderr[-2000:]
     original = json.loads(trained["checkpoint"].resolve().with_suffix(".test.json").read_text())

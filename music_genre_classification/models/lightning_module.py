@@ -131,6 +131,9 @@ class GenreModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["split_table"] = self.split_table
+        # the validation scores of the epoch being saved, so that a checkpoint alone says how good it is
+        metrics = self.trainer.callback_metrics
+        checkpoint["val_metrics"] = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
         state = checkpoint["state_dict"]
         if self.ema_net is not None:  # the averaged weights are the model; inference reads them as net.*
             for key in [k for k in state if k.startswith("ema_net.")]:

@@ -1,0 +1,165 @@
+"""The models one API worker serves: checkpoints found from --model_path, loaded once in the background, and the
+batching of concurrent requests through each network (GenreClassifier.predict_many in a thread, off the event loop).
+"""
+
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from music_genre_classification.config import UserError
+from music_genre_classification.serving.upload import ApiError
+
+if TYPE_CHECKING:  # torch is imported by the loading thread, so that the port opens before it is
+    from music_genre_classification.serving.inference import GenreClassifier, Prediction
+
+log = logging.getLogger("music_genre_classification.serving.service")
+STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that cannot start: its supervisor then stops too
+
+
+@dataclass
+class Settings:
+    model_paths: list[str]
+    max_upload_mb: float = 50.0
+    cors_origins: list[str] = field(default_factory=list)
+    max_batch: int = 16  # files of concurrent requests sent through the network at once
+    workers: int = 1
+
+
+def model_name(path: str | Path) -> str:
+    return Path(path).stem
+
+
+def checkpoint_paths(model_path: str | list | tuple) -> list[str]:
+    """Checkpoints from --model_path: a file, a folder of *.ckpt, or several of these separated by commas."""
+    items = model_path.split(",") if isinstance(model_path, str) else [str(p) for p in model_path]
+    paths = []
+    for item in (Path(i.strip()) for i in items if i.strip()):
+        if item.is_dir():
+            found = sorted(item.glob("*.ckpt"))
+            if not found:
+                raise UserError(f"{item}: no *.ckpt checkpoints in this folder")
+            paths += found
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise UserError(f"{item}: no such checkpoint or folder")
+    if not paths:
+        raise UserError("no checkpoint given: --model_path outputs/model_full.ckpt")
+    names = [model_name(p) for p in paths]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise UserError(f"several checkpoints are named {', '.join(twice)}: models are chosen by file name")
+    return [str(p) for p in paths]
+
+
+class Batcher:
+    """Files waiting for one model go through predict_many together, one batch at a time, in a worker thread."""
+
+    def __init__(self, classifier: "GenreClassifier", max_batch: int):
+        self.classifier, self.max_batch = classifier, max_batch
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
+        self.task = asyncio.create_task(self._run())
+
+    async def predict(self, path: Path) -> tuple["Prediction | None", str | None]:
+        """(prediction, None), or (None, why the audio cannot be classified)."""
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((path, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            paths = [path for path, _ in batch]
+            try:
+                results = await loop.run_in_executor(self.pool, self._predict, paths)
+            except Exception as err:  # not the audio's fault: every request of the batch gets a 500
+                log.exception("batch of %d files failed", len(batch))
+                results = [err] * len(batch)
+            for (_, future), result in zip(batch, results):
+                if future.done():  # the client went away
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    def _predict(self, paths: list[Path]) -> list[tuple]:
+        return [(prediction, error) for _, prediction, error in self.classifier.predict_many(paths, len(paths))]
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class Model:
+    name: str
+    kind: str
+    genres: list[str]
+    val_metrics: dict
+    batcher: Batcher
+
+    def info(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "genres": self.genres, "val_metrics": self.val_metrics}
+
+
+class Service:
+    """The models of one worker process, loaded once in the background, and its folder for uploads."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.names = [model_name(p) for p in settings.model_paths]
+        self.models: dict[str, Model] = {}
+        self.uploads = Path(tempfile.mkdtemp(prefix="genre-serve-"))
+
+    @property
+    def ready(self) -> bool:
+        return len(self.models) == len(self.names)
+
+    async def load(self) -> None:
+        try:
+            loaded = await asyncio.get_running_loop().run_in_executor(None, self._load_all)
+        except Exception as err:  # a checkpoint that cannot be served: stop the whole service with one line
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            os._exit(STARTUP_FAILURE)  # nothing is in flight: requests are refused with 503 until the models load
+        for name, (classifier, hp, val_metrics) in loaded.items():
+            batcher = Batcher(classifier, self.settings.max_batch)
+            self.models[name] = Model(name, hp.get("kind", "cnn"), classifier.genres, val_metrics, batcher)
+        log.info("ready: %s", ", ".join(self.names))
+
+    def _load_all(self) -> dict:
+        import torch
+
+        from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
+
+        if self.settings.workers > 1:  # the workers share the cores instead of each using them all
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.settings.workers))
+        loaded = {}
+        for name, path in zip(self.names, self.settings.model_paths):
+            checkpoint = load_checkpoint(path)
+            metrics = checkpoint.get("val_metrics") or {}
+            loaded[name] = (GenreClassifier.from_checkpoint(path), checkpoint["hyper_parameters"], metrics)
+        return loaded
+
+    def model(self, name: str) -> Model:
+        if not self.ready:
+            raise ApiError(503, "the models are still loading; try again in a few seconds")
+        if name not in self.models:
+            raise ApiError(404, f"no model named {name!r}; GET /models lists them: {', '.join(self.names)}")
+        return self.models[name]
+
+    def close(self) -> None:
+        for model in self.models.values():
+            model.batcher.close()
+        for leftover in self.uploads.glob("*"):
+            leftover.unlink(missing_ok=True)
+        self.uploads.rmdir()
