@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 
+import httpx
 import mlflow
 import numpy as np
 import pytest
 import skops.io
 import soundfile as sf
 import torch
-from conftest import GENRES, REPO, SR, run_cli, tone, write_feature_table, write_gtzan
+from conftest import GENRES, REPO, SR, Server, run_cli, tone, write_feature_table, write_gtzan
 from fake_telegram import TOKEN, FakeBotAPI
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -65,6 +66,7 @@ def test_a_features_run_writes_what_a_cnn_run_writes_and_logs_to_mlflow(on_table
     stored = torch.load(ckpt, weights_only=True)  # no pickle: the pipeline is skops bytes
     assert stored["hyper_parameters"]["kind"] == "features" and stored["hyper_parameters"]["genres"] == GENRES
     assert isinstance(stored["pipeline"], bytes) and len(stored["split_table"]) == 36
+    assert stored["val_metrics"] == {k: val[k] for k in ("val/acc", "val/f1", "val/loss")}
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{on_table['work'] / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("music-genre-classification").experiment_id])
@@ -160,6 +162,23 @@ def test_the_bot_answers_with_an_ensemble_checkpoint(blend, tmp_path):
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=60)
     assert reply.startswith("<b>low</b>") and "Timeline" in reply  # two windows: 0:00-0:30, 0:30-0:40
+
+
+def test_the_http_api_serves_a_features_model_and_an_ensemble(on_table, on_audio, blend, tmp_path):
+    server = Server(tmp_path, "--model_path", f"{blend['checkpoint']},{on_audio['checkpoint']}")
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            models = {m["name"]: m for m in client.get("/models").json()}
+            assert [m["kind"] for m in models.values()] == ["ensemble", "features"]
+            stored = torch.load(blend["checkpoint"], weights_only=True)["val_metrics"]
+            assert models["blend"]["val_metrics"] == stored and set(stored) == {"val/acc", "val/f1", "val/loss"}
+            for name in models:
+                upload = {"file": ("clip.wav", _encode(tone("high", 31, seconds=6), "WAV"))}
+                response = client.post(f"/predict?model={name}", files=upload)
+                assert response.status_code == 200 and response.json()["genre"] == "high", response.text
+    finally:
+        server.stop()
 
 
 def _encode(wave: np.ndarray, format: str) -> bytes:

@@ -15,7 +15,7 @@ import torch
 from music_genre_classification.config import UserError, compose
 from music_genre_classification.models.predictors import KIND_KEYS, EnsembleFrontEnd, checkpoint_kind, predictor
 from music_genre_classification.serving.inference import load_checkpoint
-from music_genre_classification.training.evaluate import clip_scores, common_ids
+from music_genre_classification.training.evaluate import clip_scores, common_ids, log_loss, metrics
 
 
 def shared_split(ckpts: list[dict]) -> tuple[list[dict], int]:
@@ -34,11 +34,6 @@ def simplex_grid(members: int, step: float) -> np.ndarray:
     n = round(1 / step)
     cuts = itertools.combinations(range(n + members - 1), members - 1)  # stars and bars
     return np.array([np.diff([-1, *c, n + members - 1]) - 1 for c in cuts]) / n
-
-
-def log_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Mean negative log probability of the true genre, for each of a stack of tables [..., clips, genres]."""
-    return -np.log(np.clip(probs[..., np.arange(len(labels)), labels], 1e-8, None)).mean(-1)
 
 
 def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
@@ -70,21 +65,23 @@ def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
     weights = grid[int(losses.argmin())]
 
     blend = np.einsum("m,mcg->cg", weights, probs)
-    accuracy = lambda p: float((p.argmax(-1) == labels).mean())  # noqa: E731
-    val = {"clips": len(ids), "accuracy": accuracy(blend), "log_loss": float(log_loss(blend, labels))}
-    members_val = [{"accuracy": accuracy(p), "log_loss": float(log_loss(p, labels))} for p in probs]
+    val, *members_val = [
+        {f"val/{k}": v for k, v in metrics(p, labels, genres).items() if k != "confusion"} for p in (blend, *probs)
+    ]
     sources = [str(Path(p).resolve()) for p in checkpoints]
-    run_config = {"checkpoints": sources, "val": val, "val_members": members_val}
+    run_config = {"checkpoints": sources, "val_members": members_val}
     weights = [float(w) for w in weights]
     hyper_parameters = {"kind": "ensemble", "genres": genres, "weights": weights, "run_config": run_config}
     # each member whole but for training state (optimizer, callbacks): what its kind needs, genres, config, split
-    stored = [{k: c.get(k) for k in ("hyper_parameters", "split_table", KIND_KEYS[checkpoint_kind(c)])} for c in ckpts]
+    kept = lambda c: ("hyper_parameters", "split_table", "val_metrics", KIND_KEYS[checkpoint_kind(c)])  # noqa: E731
+    stored = [{k: c.get(k) for k in kept(c)} for c in ckpts]
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": hyper_parameters, "members": stored, "split_table": table}, output)
+    ensemble = {"hyper_parameters": hyper_parameters, "members": stored, "split_table": table, "val_metrics": val}
+    torch.save(ensemble, output)
 
     print(f"val: {len(ids)} clips; weights chosen by the lowest val log loss over a grid of {len(grid)}")
     for path, ckpt, weight, m in zip(checkpoints, ckpts, weights, members_val):
         kind = checkpoint_kind(ckpt)
-        print(f"  {path} ({kind}): weight {weight:.2f}, val acc {m['accuracy']:.4f}, log loss {m['log_loss']:.4f}")
-    print(f"  blend: val acc {val['accuracy']:.4f}, log loss {val['log_loss']:.4f}\nwritten: {output}")
+        print(f"  {path} ({kind}): weight {weight:.2f}, val acc {m['val/acc']:.4f}, log loss {m['val/loss']:.4f}")
+    print(f"  blend: val acc {val['val/acc']:.4f}, log loss {val['val/loss']:.4f}\nwritten: {output}")
     return hyper_parameters

@@ -54,13 +54,22 @@ def confusion_matrix(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return confusion
 
 
-def clip_metrics(model, ids: list[str], labels: list[int], tracks: list) -> dict:
-    """Accuracy, macro-F1, mean log loss and the confusion matrix of a predictor on clips given as tracks."""
-    probs, _ = track_probabilities(model, tracks)
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean negative log probability of the true genre, for each of a stack of tables [..., clips, genres]."""
+    return -np.log(np.clip(probs[..., np.arange(len(labels)), labels], 1e-8, None)).mean(-1)
+
+
+def metrics(probs: np.ndarray, labels: np.ndarray, genres: list[str]) -> dict:
+    """Accuracy, macro-F1, mean log loss and the confusion matrix of clip probabilities."""
     confusion = confusion_matrix(labels, probs)
-    result = report(confusion, model.genres)
-    loss = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-8, None)).mean()
-    return {"acc": result["accuracy"], "f1": result["macro_f1"], "loss": float(loss), "confusion": confusion}
+    result = report(confusion, genres)
+    loss = float(log_loss(probs, np.asarray(labels, dtype=int)))
+    return {"acc": result["accuracy"], "f1": result["macro_f1"], "loss": loss, "confusion": confusion}
+
+
+def clip_metrics(model, ids: list[str], labels: list[int], tracks: list) -> dict:
+    """metrics() of a predictor on clips given as tracks."""
+    return metrics(track_probabilities(model, tracks)[0], labels, model.genres)
 
 
 @dataclass

@@ -71,13 +71,14 @@ def train_features(cfg: DictConfig, run_dir: Path) -> dict:
         "chosen": params,
         "run_config": to_dict(cfg),
     }
+    val_metrics = {f"val/{k}": v for k, v in val.items() if k != "confusion"}  # as a CNN checkpoint stores them
     blob = {"hyper_parameters": hyper_parameters, "pipeline": pipeline_to_bytes(model.pipeline)}
-    torch.save(blob | {"split_table": data.split_table}, checkpoint)
+    torch.save(blob | {"split_table": data.split_table, "val_metrics": val_metrics}, checkpoint)
     point_latest(checkpoint, Path(cfg.output_dir) / "model_full.ckpt")
 
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     data.write_split(run_dir / "split.csv")
-    metrics = {"train/acc": train["acc"]} | {f"val/{k}": v for k, v in val.items() if k != "confusion"}
+    metrics = {"train/acc": train["acc"], **val_metrics}
     result = {"run_dir": str(run_dir), "best_checkpoint": str(checkpoint), "chosen": params, **metrics}
     (run_dir / "val_metrics.json").write_text(json.dumps(result, indent=2))
     artifacts = [run_dir / "config.yaml", run_dir / "split.csv"]
