@@ -85,8 +85,8 @@ class LogMel(torch.nn.Module):
             self.mel_bands.append((lo, hi, first, last))
 
     def mel_power(self, power: torch.Tensor) -> torch.Tensor:
-        """[frames, bins] power spectrum -> [frames, n_mels], the same as power @ mel_filters."""
-        return torch.cat([power[:, lo:hi] @ self.mel_filters[lo:hi, a:b] for lo, hi, a, b in self.mel_bands], 1)
+        """[..., frames, bins] power spectrum -> [..., frames, n_mels], the same as power @ mel_filters."""
+        return torch.cat([power[..., lo:hi] @ self.mel_filters[lo:hi, a:b] for lo, hi, a, b in self.mel_bands], -1)
 
     def column_frames(self, n_samples: int) -> torch.Tensor:
         """Indices of the hop frames kept as columns (the rule in data/dataset/spectrograms/params.json)."""
