@@ -31,7 +31,7 @@ def extractor() -> FeatureExtractor:
 @pytest.fixture(scope="session")
 def published(real_dataset) -> dict[str, dict]:
     """Rows of features_30_sec.csv for every third whole clip of genres_original (12 of the 36 whose length is the
-    table's, 9 genres), to keep the test short; the benchmark's parity table covers all 36."""
+    table's, 8 genres), to keep the test short; the benchmark's parity table covers all 36."""
     with open(real_dataset / "features_30_sec.csv") as f:
         rows = {row["filename"]: row for row in csv.DictReader(f)}
     clips = {}
