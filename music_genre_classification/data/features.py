@@ -63,6 +63,10 @@ class Moments:
         tempogram = (self.tempogram * self.frames + other.tempogram * other.frames) / frames
         return Moments(count, mean, m2, tempogram, frames, self.onsets or other.onsets)
 
+    @property
+    def samples(self) -> int:
+        return int(self.count[SUMMARISED.index("harmony")])
+
     def features(self) -> np.ndarray:
         pairs = np.stack([self.mean, self.m2 / self.count], 1).reshape(-1)
         return np.concatenate([pairs[:16], [self.tempo()], pairs[16:]])
@@ -97,9 +101,9 @@ class FeatureExtractor:
         moments = self.moments(waves)
         return np.stack([m.features() for m in moments]) if moments else np.zeros((0, len(FEATURE_COLUMNS)))
 
-    def track(self, windows: Iterable[np.ndarray]) -> np.ndarray:
-        """The features of consecutive windows of one track, as if it were one clip (windows pooled exactly)."""
-        return functools.reduce(operator.add, (self.moments([w])[0] for w in windows)).features()
+    def track(self, windows: Iterable[np.ndarray]) -> "Moments":
+        """Consecutive windows of one track pooled as one clip (memory of one window): .features(), .samples."""
+        return functools.reduce(operator.add, (self.moments([w])[0] for w in windows))
 
     def moments(self, waves: list[np.ndarray]) -> list[Moments]:
         out: list[Moments | None] = [None] * len(waves)
