@@ -92,10 +92,10 @@ class FeatureExtractor:
         self.freqs = torch.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1, dtype=torch.float64)
         self.freq_powers = torch.stack([torch.ones_like(self.freqs), self.freqs, self.freqs.square()], 1)
         self.dct = _dct_ortho(N_MFCC, N_MELS).float()
-        self.ac_window = torch.hann_window(TEMPO_WINDOW, dtype=torch.float64)
+        self.ac_window = torch.hann_window(TEMPO_WINDOW)
         fft_freqs = self.freqs.numpy()
         self.pitch_bins = (int(np.argmax(fft_freqs >= 150.0)), int(np.argmax(fft_freqs >= 4000.0)))
-        self.threads = ThreadPoolExecutor(2)  # HPSS masks, beside the torch work
+        self.threads = ThreadPoolExecutor(2)
 
     def __call__(self, waves: list[np.ndarray]) -> np.ndarray:
         moments = self.moments(waves)
@@ -127,14 +127,15 @@ class FeatureExtractor:
         spectra = stft.transpose(1, 2)  # [batch, frames, bins], contiguous as torch.stft lays it out
         power = torch.addcmul(spectra.real.square(), spectra.imag, spectra.imag)
         magnitude = power.sqrt()
-        # the HPSS median filters take the most time: they run on other threads while torch computes the rest
+        # the HPSS masks and chroma run on worker threads (numba and torch release the GIL) beside the rest
+        chroma = self.threads.submit(self._chroma, power)
         masks = [self.threads.submit(_harmonic_mask, clip) for clip in magnitude.numpy()]
         mel_db = self._mel_db(power)
         centroid, bandwidth, rolloff = self._spectral_shape(magnitude)
         onset = _onset_envelope(mel_db)
         tempogram = self._tempogram(onset).numpy()
         series = [  # [batch, values, features] each, summarised over dim 1
-            self._chroma(power).flatten(1)[..., None],
+            chroma.result().flatten(1)[..., None],
             _rms(y)[..., None],
             centroid[..., None],
             bandwidth[..., None],
@@ -220,11 +221,11 @@ class FeatureExtractor:
         ramp = torch.arange(half, dtype=torch.float64) / half  # np.pad's linear_ramp down to 0 at both ends
         edges = onset[:, :1].double() * ramp, onset[:, -1:].double() * ramp.flip(0)
         padded = torch.cat([edges[0].float(), onset, edges[1].float()], 1)
-        x = padded.unfold(1, TEMPO_WINDOW, 1)[:, :frames].double() * self.ac_window
+        x = padded.unfold(1, TEMPO_WINDOW, 1)[:, :frames] * self.ac_window
         energy = x.square().sum(-1, keepdim=True)
         spectrum = torch.fft.rfft(x, n=720)  # >= 2 * TEMPO_WINDOW - 1 samples: no circular wrap
-        power = spectrum.real.square() + spectrum.imag.square()
-        mean_power = (power / torch.where(energy < np.finfo(np.float64).tiny, 1.0, energy)).mean(1)
+        power = torch.addcmul(spectrum.real.square(), spectrum.imag, spectrum.imag)
+        mean_power = (power / torch.where(energy < TINY32, 1.0, energy)).mean(1, dtype=torch.float64)
         return torch.fft.irfft(mean_power, n=720)[:, :TEMPO_WINDOW]
 
 
