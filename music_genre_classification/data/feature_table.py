@@ -45,7 +45,7 @@ def run_features(audio_path: str, output_path: str | None, segment_s: float | No
     ignored_note = f" ({ignored} non-audio ignored)" if ignored else ""
     print(f"{len(todo)} audio files to extract features from in {source}{skipped}{ignored_note}")
     # the extractor keeps two cores busy by itself (torch here, the HPSS medians on a worker thread): OpenMP threads
-    # on top only wait at barriers (2 torch threads: 2-5x slower per clip on the 2-core host under load)
+    # on top only wait at barriers (2 torch threads: 2-6x slower per clip on the 2-core host under load)
     torch.set_num_threads(1)
     extractor, failures, rows, started = FeatureExtractor(), 0, 0, time.perf_counter()
     bar = tqdm(todo, unit="file", file=sys.stderr)
