@@ -1,4 +1,4 @@
-"""Command line: python -m music_genre_classification.commands {train,test,infer,bot,serve} ...
+"""Command line: python -m music_genre_classification.commands {train,test,infer,features,bot,serve} ...
 
 Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
@@ -50,6 +50,14 @@ def infer(
     _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size))
 
 
+def features(audio_path: str, output_path: str | None = None, segment_s: float | None = None) -> None:
+    """The 57 GTZAN features of a file, or of every audio file below a folder, as a features_30_sec.csv-like table
+    (.csv/.jsonl; resumable); --segment_s 3: one row per 3-s chunk, as features_3_sec.csv."""
+    from music_genre_classification.data.feature_table import run_features
+
+    _run(lambda: run_features(audio_path, output_path, segment_s))
+
+
 def bot(
     model_path: str = "outputs/model_full.ckpt",
     token: str | None = None,
@@ -85,7 +93,7 @@ def serve(
 
 
 def main() -> None:
-    fire.Fire({"train": train, "test": test, "infer": infer, "bot": bot, "serve": serve})
+    fire.Fire({"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve})
 
 
 if __name__ == "__main__":

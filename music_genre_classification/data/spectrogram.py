@@ -85,8 +85,8 @@ class LogMel(torch.nn.Module):
             self.mel_bands.append((lo, hi, first, last))
 
     def mel_power(self, power: torch.Tensor) -> torch.Tensor:
-        """[frames, bins] power spectrum -> [frames, n_mels], the same as power @ mel_filters."""
-        return torch.cat([power[:, lo:hi] @ self.mel_filters[lo:hi, a:b] for lo, hi, a, b in self.mel_bands], 1)
+        """[..., frames, bins] power spectrum -> [..., frames, n_mels], the same as power @ mel_filters."""
+        return torch.cat([power[..., lo:hi] @ self.mel_filters[lo:hi, a:b] for lo, hi, a, b in self.mel_bands], -1)
 
     def column_frames(self, n_samples: int) -> torch.Tensor:
         """Indices of the hop frames kept as columns (the rule in data/dataset/spectrograms/params.json)."""
@@ -124,25 +124,32 @@ def cut_windows(blocks: Iterable[np.ndarray], params: SpectrogramParams) -> Iter
         yield pending
 
 
-def track_spectrograms(
-    blocks: Iterable[np.ndarray], front_end: LogMel, name: str = "audio"
-) -> list[tuple[float, float, torch.Tensor]]:
-    """(start_s, end_s, spectrogram) for each window of a track, refusing tracks too short or silent to classify."""
-    rate, windows, peak, done = front_end.params.sample_rate, [], 0.0, 0
-    for wave in cut_windows(blocks, front_end.params):
-        if not windows and len(wave) < MIN_DURATION_S * rate:  # only a first and last window can be this short
+def checked_windows(
+    blocks: Iterable[np.ndarray], params: SpectrogramParams, name: str = "audio"
+) -> Iterator[tuple[float, float, np.ndarray]]:
+    """(start_s, end_s, waveform) for each window of a track; tracks too short or silent to classify raise AudioError
+    (silence once the whole track has been seen)."""
+    rate, peak, done = params.sample_rate, 0.0, 0
+    for wave in cut_windows(blocks, params):
+        if not done and len(wave) < MIN_DURATION_S * rate:  # only a first and last window can be this short
             raise AudioError(f"{name}: too short ({len(wave) / rate:.2f} s; at least {MIN_DURATION_S:g} s needed)")
         if not np.isfinite(wave).all():
             raise AudioError(f"{name}: audio holds NaN or infinite samples")
         peak = max(peak, float(np.abs(wave).max()))
-        spec = front_end(torch.from_numpy(np.ascontiguousarray(wave)))
-        windows.append((done / rate, (done + len(wave)) / rate, spec))
+        yield done / rate, (done + len(wave)) / rate, wave
         done += len(wave)
-    if not windows:
+    if not done:
         raise AudioError(f"{name}: too short (no audio; at least {MIN_DURATION_S:g} s needed)")
     if peak < SILENCE_PEAK:
         raise AudioError(f"{name}: the audio is silent")
-    return windows
+
+
+def track_spectrograms(
+    blocks: Iterable[np.ndarray], front_end: LogMel, name: str = "audio"
+) -> list[tuple[float, float, torch.Tensor]]:
+    """(start_s, end_s, spectrogram) for each window of a track, refusing tracks too short or silent to classify."""
+    windows = checked_windows(blocks, front_end.params, name)
+    return [(start, end, front_end(torch.from_numpy(np.ascontiguousarray(w)))) for start, end, w in windows]
 
 
 def crop_starts(columns: int, crop: int, hop: int) -> list[int]:

@@ -166,15 +166,21 @@ def write_single(prediction: Prediction, path: Path, segments: bool) -> None:
 
 
 class ResultTable:
-    """Rows of a folder run in .csv or .jsonl, written as they come; a rerun skips the files already done."""
+    """Rows of a folder run in .csv or .jsonl, written as they come; a rerun skips the files already done.
 
-    def __init__(self, path: Path, genres: list[str], segments: bool):
+    `infer` writes its predictions (the default columns); `features` passes its own columns and key column.
+    """
+
+    def __init__(
+        self, path: Path, genres: list[str], segments: bool, columns: list[str] | None = None, key: str = "path"
+    ):
         if path.suffix not in (".csv", ".jsonl"):
             raise UserError(f"{path}: a folder's results go to .csv or .jsonl")
         self.path, self.segments = path, segments
-        self.columns = ["path", "genre", *genres, "duration_s", "error"] + (["segments"] if segments else [])
+        default = ["path", "genre", *genres, "duration_s", "error"] + (["segments"] if segments else [])
+        self.columns = columns or default
         rows = self._read() if path.is_file() else []
-        self.done = {row["path"] for row in rows if not row.get("error")}
+        self.done = {row[key] for row in rows if not row.get("error")}
         self._write([r for r in rows if not r.get("error")], mode="w")  # failed files are tried again
 
     def _read(self) -> list[dict]:
@@ -182,7 +188,7 @@ class ResultTable:
             if self.path.suffix == ".csv":
                 rows = list(csv.DictReader(f))
                 if rows and list(rows[0]) != self.columns:
-                    raise UserError(f"{self.path}: has other columns than this model's; choose a new output file")
+                    raise UserError(f"{self.path}: has other columns than this run writes; choose a new output file")
                 return rows
             return [json.loads(line) for line in f if line.strip()]
 
@@ -198,6 +204,9 @@ class ResultTable:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
         if mode == "w":
             tmp.replace(self.path)
+
+    def add_rows(self, rows: list[dict]) -> None:
+        self._write(rows)
 
     def add(self, path: str, prediction: Prediction | None, error: str | None) -> None:
         row = {"path": path, "genre": "", "duration_s": "", "error": error or ""}
