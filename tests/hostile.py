@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-from conftest import SR, tone
+from conftest import SR, encode, tone
 
 from music_genre_classification.data.audio import MIN_DURATION_S
 
@@ -57,12 +56,6 @@ def check(case: Hostile, outcome: Outcome, where: str) -> None:
         assert outcome.kind in ("genre", "error"), what
     elif case.expect == "unlisted":
         assert outcome.kind in ("skipped", "error"), what
-
-
-def encode(wave_: np.ndarray, fmt: str, subtype: str | None = None, sr: int = SR) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, wave_, sr, format=fmt, subtype=subtype)
-    return buffer.getvalue()
 
 
 def write_hostile(folder: Path) -> list[Hostile]:
