@@ -7,8 +7,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import soundfile as sf
 import torch
-from conftest import GENRES, TRAIN_ARGS, run_cli
+from conftest import GENRES, SR, TRAIN_ARGS, run_cli, tone
 
 
 def test_train_learns_and_test_reports_per_clip_metrics(trained):
@@ -104,10 +105,13 @@ def test_without_val_clips_training_runs_every_epoch_and_keeps_the_last(syntheti
         (["train", "model=nonexistent"], "error: bad config override"),
         (["train", "trainer.no_such_key=1"], "error: bad config override"),
         (["test", "missing.ckpt"], "error: missing.ckpt: no such checkpoint"),
+        (["test", "CKPT", "datamodule.batch_size=abc"], "error: datamodule.batch_size must be a whole number >= 1"),
+        (["test", "CKPT", "datamodule.batch_size=0"], "error: datamodule.batch_size must be a whole number >= 1"),
+        (["test", "CKPT", "trainer.accelerator=quantum"], "error: cannot build lightning.pytorch.Trainer"),
     ],
 )
-def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, message):
-    result = run_cli(*args, cwd=tmp_path)
+def test_bad_input_gives_one_line_error_and_nonzero_exit(trained, tmp_path, args, message):
+    result = run_cli(*[str(trained["checkpoint"]) if a == "CKPT" else a for a in args], cwd=tmp_path)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
@@ -160,3 +164,25 @@ def test_new_artists_recipe_composes_artist_disjoint_val_mixup_and_no_early_stop
     callbacks = make_trainer(cfg, None, History(), validate=True).callbacks
     assert not any(isinstance(c, EarlyStopping) for c in callbacks)
     assert [c.monitor for c in callbacks if isinstance(c, ModelCheckpoint)] == ["val/loss"]
+
+
+@pytest.mark.parametrize("command", ["test", "infer"])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda ckpt: ckpt["hyper_parameters"].pop("net"), "no 'net' in its hyper-parameters"),
+        (lambda ckpt: ckpt["hyper_parameters"]["genres"].append("polka"), "size mismatch for head"),
+        (lambda ckpt: ckpt["state_dict"].pop("net.features.0.weight"), "Missing key(s)"),
+    ],
+    ids=["no net", "a genre more than the weights", "a weight missing"],
+)
+def test_a_damaged_checkpoint_is_one_line(trained, tmp_path, command, damage, message):
+    ckpt = torch.load(trained["checkpoint"], weights_only=True)
+    damage(ckpt)
+    torch.save(ckpt, tmp_path / "damaged.ckpt")
+    sf.write(tmp_path / "a.wav", tone("low", 1, 5), SR)
+    args = ["test", "damaged.ckpt"] if command == "test" else ["infer", "damaged.ckpt", "a.wav"]
+    result = run_cli(*args, cwd=tmp_path)
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert line.startswith("error: damaged.ckpt: damaged or incompatible checkpoint") and message in line

@@ -157,7 +157,7 @@ def track_spectrograms(
         windows.append((done / rate, (done + len(wave)) / rate, spec))
         done += len(wave)
     if not windows:
-        raise AudioError(f"{name}: no audio; the model needs at least {MIN_DURATION_S:g} s")
+        raise AudioError(f"{name}: too short (no audio); the model needs at least {MIN_DURATION_S:g} s")
     if peak < SILENCE_PEAK:
         raise AudioError(f"{name}: the audio is silent")
     if flatness and float(torch.cat(flatness).median()) > NOISE_FLATNESS:
