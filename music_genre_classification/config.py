@@ -52,7 +52,8 @@ def drop_decoder_notes() -> None:
     """
     terminal = os.dup(2)
     sys.stderr.flush()
-    sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")  # noqa: SIM115
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    sys.stderr = open(terminal, "w", buffering=1, encoding=encoding, errors="backslashreplace")  # noqa: SIM115
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)

@@ -2,14 +2,18 @@
 
 import csv
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 import soundfile as sf
 import torch
-from conftest import GENRES, SR, TRAIN_ARGS, run_cli, tone
+from conftest import GENRES, REPO, SR, TRAIN_ARGS, run_cli, tone
 
 
 def test_train_learns_and_test_reports_per_clip_metrics(trained):
@@ -186,3 +190,22 @@ def test_a_damaged_checkpoint_is_one_line(trained, tmp_path, command, damage, me
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert line.startswith("error: damaged.ckpt: damaged or incompatible checkpoint") and message in line
+
+
+def test_clip_length_table_scores_crops_of_test_clips(trained, synthetic_gtzan, tmp_path):
+    command = [sys.executable, "-m", "music_genre_classification.training.clip_length", "--model_path"]
+    command += [str(trained["checkpoint"]), "--audio_dir", str(synthetic_gtzan), "--part", "test", "--lengths", "[1,3]"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    test_clips = sum(
+        row["part"] == "test" for row in torch.load(trained["checkpoint"], weights_only=True)["split_table"]
+    )
+    assert f"{test_clips} clips of the test part" in result.stdout
+    rows = {
+        m[1]: (int(m[2]), float(m[3]))
+        for m in re.finditer(r"^\s*(\S+(?: s| clip)) +(\d+) +\d+ +([\d.]+)", result.stdout, re.M)
+    }
+    assert rows["1 s"][0] == rows["3 s"][0] == 3 * test_clips and rows["whole clip"][0] == test_clips
+    assert rows["whole clip"][1] >= 0.8  # the toy genres are easy on whole clips

@@ -55,7 +55,7 @@ class DecodedAudio:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         head = check_file(self.path)
-        failure, decoded = None, 0
+        failure, decoded, self.warning = None, 0, None
         try:
             for block in self._soundfile_blocks():
                 decoded += len(block)

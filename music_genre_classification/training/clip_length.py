@@ -68,10 +68,13 @@ def main(
     print(f"{len(clips)} clips of the {part} part below {audio_dir}: {genres}")
     print(f"{'length':>10} {'crops':>6} {'right':>6} {'accuracy':>9}  most frequent answer")
     for name, answers in accuracy_by_length(classifier, clips, tuple(lengths)).items():
+        if not answers:  # every clip is shorter than this
+            print(f"{name:>10} {0:6d} {'-':>6} {'-':>9}  -")
+            continue
         right = sum(truth == said for truth, said in answers)
-        said, times = Counter(said for _, said in answers).most_common(1)[0] if answers else ("-", 0)
-        share = times / max(len(answers), 1)
-        print(f"{name:>10} {len(answers):6d} {right:6d} {right / max(len(answers), 1):9.3f}  {said} ({share:.0%})")
+        said, times = Counter(said for _, said in answers).most_common(1)[0]
+        share = times / len(answers)
+        print(f"{name:>10} {len(answers):6d} {right:6d} {right / len(answers):9.3f}  {said} ({share:.0%})")
 
 
 if __name__ == "__main__":
