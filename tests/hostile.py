@@ -83,6 +83,9 @@ def write_hostile(folder: Path) -> list[Hostile]:
     add("tail 1.2 s after 30 s.ogg", encode(tone("mid", 4, 31.2), "OGG"), "genre", "", 31.2)
     for name in ("spaces and ünïcode.flac", "-starts-with-dash.wav", "pipe:0.wav", "new\nline.wav"):
         add(name, encode(tone("high", 5, 5), "WAV"), "genre", "high", 5)
+    long = np.zeros(600 * SR, np.float32)  # ten minutes, small as FLAC: a tone, then silence
+    long[: 20 * SR] = tone("mid", 5, 20)
+    add("ten_minutes.flac", encode(long, "FLAC"), "genre", "", 600)
     unknown = bytearray(encode(tone("mid", 6, 6), "WAV"))
     unknown[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # data size "unknown", as streaming writers leave it
     add("unknown_size.wav", bytes(unknown), "genre", "mid", 6)
