@@ -18,7 +18,7 @@ from music_genre_classification.data.features import (
     segment_blocks,
 )
 from music_genre_classification.data.spectrogram import SpectrogramParams, checked_windows
-from music_genre_classification.serving.inference import ResultTable, audio_files
+from music_genre_classification.serving.folder import ResultTable, audio_files, warn_skipped
 
 
 def run_features(audio_path: str, output_path: str | None, segment_s: float | None = None) -> bool:
@@ -37,8 +37,9 @@ def run_features(audio_path: str, output_path: str | None, segment_s: float | No
     if segment_s is not None and segment_s < MIN_DURATION_S:
         raise UserError(f"--segment_s must be at least {MIN_DURATION_S:g} s, got {segment_s:g}")
     genres = list(OmegaConf.load(CONFIG_DIR / "datamodule" / "gtzan.yaml").genres)
-    table = ResultTable(Path(output_path), genres, False, columns=TABLE_COLUMNS, key="filename")
-    files, ignored = ([source], 0) if source.is_file() else audio_files(source)
+    table = ResultTable(Path(output_path), TABLE_COLUMNS, key="filename")
+    files, ignored, skipped = ([source.resolve()], 0, []) if source.is_file() else audio_files(source)
+    warn_skipped(skipped)
     _refuse_name_clashes(files)
     todo = [p for p in files if _row_names(p, segment_s)[0] not in table.done]
     skipped = f", {len(files) - len(todo)} already done" if len(todo) < len(files) else ""

@@ -4,14 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 
-from music_genre_classification.config import compose, to_dict
+from music_genre_classification.config import UserError, compose, first_line, to_dict
 from music_genre_classification.data.datamodule import GenreDataModule
 from music_genre_classification.data.fetch import ensure_data
-from music_genre_classification.models.lightning_module import GenreModule
-from music_genre_classification.serving.inference import load_checkpoint
+from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 from music_genre_classification.training.plots import plot_confusion
+from music_genre_classification.training.train import build
 
 
 def report(confusion: np.ndarray, genres: list[str]) -> dict:
@@ -46,16 +45,24 @@ def format_report(result: dict) -> str:
 
 
 def test(checkpoint: str, overrides: list[str]) -> dict:
+    from music_genre_classification.models.lightning_module import GenreModule
+
     ckpt = load_checkpoint(checkpoint)
+    GenreClassifier.from_checkpoint(checkpoint, device="cpu")  # a damaged checkpoint is one line, before any work
     cfg = compose("test", overrides)
-    saved = ckpt["hyper_parameters"]["run_config"]
+    saved = ckpt["hyper_parameters"].get("run_config") or {}
+    if "datamodule" not in saved:
+        raise UserError(f"{checkpoint}: holds no run config (datamodule) to find its data; is it from `train`?")
     settings = {k: v for k, v in to_dict(cfg.datamodule).items() if v is not None}
     dm_cfg = {k: v for k, v in saved["datamodule"].items() if k != "_target_"} | settings
-    ensure_data(dm_cfg["root"], cfg.data)
-    split = instantiate(cfg.split) if cfg.get("split") else None
+    split = build(cfg.split) if cfg.get("split") else None
     datamodule = GenreDataModule(**dm_cfg, split=split, split_table=None if split else ckpt.get("split_table"))
-    module = GenreModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    trainer = instantiate(cfg.trainer, enable_model_summary=False)
+    trainer = build(cfg.trainer, enable_model_summary=False)
+    ensure_data(dm_cfg["root"], cfg.data)
+    try:
+        module = GenreModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{checkpoint}: damaged or incompatible checkpoint ({first_line(err)})") from None
     trainer.test(module, datamodule=datamodule, verbose=False)
 
     genres = list(ckpt["hyper_parameters"]["genres"])
