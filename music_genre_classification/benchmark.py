@@ -1,9 +1,11 @@
 """Speed figures: python -m music_genre_classification.benchmark --model_path outputs/model_full.ckpt
 
-Prints warm per-clip inference time (decode + spectrogram + model), folder throughput, cold CLI start, the Kaggle
-57-feature librosa pipeline on the same clips for comparison, and training throughput in crops/s.
+Prints the 57 GTZAN features beside librosa's pipeline on the same clips, warm per-clip inference time (decode +
+spectrogram + model), folder throughput, cold CLI start and training throughput in crops/s. With --features: only the
+features, and their parity with the published features_30_sec.csv, column by column.
 """
 
+import csv
 import math
 import resource
 import subprocess
@@ -18,27 +20,88 @@ import soundfile as sf
 import torch
 from hydra.utils import instantiate
 
+from music_genre_classification.data.audio import load_audio
+from music_genre_classification.data.features import FEATURE_COLUMNS, FeatureExtractor
 from music_genre_classification.serving.inference import GenreClassifier, audio_files, load_checkpoint
 
 
-def kaggle_features(path: Path) -> np.ndarray:
-    """The seeds' 57 features: chroma, rms, centroid, bandwidth, rolloff, zcr, harmonic/percussive, tempo, 20 MFCC."""
+def kaggle_features(path: Path, as_published: bool = False) -> np.ndarray:
+    """The 57 features in features_30_sec.csv's order, the seeds' librosa pipeline: with librosa's current defaults, or
+    (as_published) as the table was made: reflect-padded frames (librosa < 0.10) and beat_track's tempo."""
     import librosa
 
+    pad = "reflect" if as_published else "constant"
     y, sr = librosa.load(path, sr=22050)
     feats = [
-        librosa.feature.chroma_stft(y=y, sr=sr),
-        librosa.feature.rms(y=y),
-        librosa.feature.spectral_centroid(y=y, sr=sr),
-        librosa.feature.spectral_bandwidth(y=y, sr=sr),
-        librosa.feature.spectral_rolloff(y=y, sr=sr),
+        librosa.feature.chroma_stft(y=y, sr=sr, pad_mode=pad),
+        librosa.feature.rms(y=y, pad_mode=pad),
+        librosa.feature.spectral_centroid(y=y, sr=sr, pad_mode=pad),
+        librosa.feature.spectral_bandwidth(y=y, sr=sr, pad_mode=pad),
+        librosa.feature.spectral_rolloff(y=y, sr=sr, pad_mode=pad),
         librosa.feature.zero_crossing_rate(y),
-        *librosa.effects.hpss(y)[:2],
+        *librosa.effects.hpss(y, pad_mode=pad)[:2],
     ]
     stats = [v for f in feats for v in (np.mean(f), np.var(f))]
-    tempo = librosa.feature.tempo(y=y, sr=sr)[0]
-    mfcc = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)
-    return np.array([*stats, tempo, *mfcc.mean(1), *mfcc.var(1)])
+    if as_published:
+        onsets = librosa.onset.onset_strength(y=y, sr=sr, aggregate=np.median, pad_mode=pad)
+        tempo = librosa.feature.tempo(onset_envelope=onsets, sr=sr)[0]
+    else:
+        tempo = librosa.feature.tempo(y=y, sr=sr)[0]
+    mfcc = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20, pad_mode=pad)
+    return np.array([*stats, tempo, *[v for m in mfcc for v in (m.mean(), m.var())]])
+
+
+def feature_speed(files: list[Path]) -> tuple[dict[str, float], dict[str, float]]:
+    """Wall and CPU ms per clip of the 57 features from a file, librosa's pipeline and ours, clip by clip in turn.
+
+    Ours with one torch thread, as the features command runs it (its HPSS medians take a second core).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    extractor = FeatureExtractor()
+    extractor([load_audio(files[0])])  # warm: the numba kernel's first call
+    pipelines = {"librosa": kaggle_features, "ours": lambda path: extractor([load_audio(path)])}
+    wall, cpu = {name: [] for name in pipelines}, {name: [] for name in pipelines}
+    for path in files:
+        for name, pipeline in pipelines.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            pipeline(path)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    torch.set_num_threads(threads)
+    return {k: 1000 * float(np.mean(v)) for k, v in wall.items()}, {k: 1000 * float(np.mean(v)) for k, v in cpu.items()}
+
+
+def feature_parity(audio_dir: Path, table: Path) -> None:
+    """Per-column error against the published rows, over the clips whose length is the table's (the whole ones)."""
+    with open(table) as f:
+        rows = {row["filename"]: row for row in csv.DictReader(f)}
+    files = [
+        p for p in audio_files(audio_dir)[0] if p.name in rows and sf.info(p).frames == int(rows[p.name]["length"])
+    ]
+    published = np.array([[float(rows[p.name][c]) for c in FEATURE_COLUMNS] for p in files])
+    torch.set_num_threads(1)
+    extractor = FeatureExtractor()
+    pipelines = {
+        "ours": np.stack([extractor([load_audio(p)])[0] for p in files]),
+        "librosa 0.11 defaults": np.stack([kaggle_features(p) for p in files]),
+        "librosa as published": np.stack([kaggle_features(p, as_published=True) for p in files]),
+    }
+    print(f"parity with {table.name}: {len(files)} whole clips; relative error median / max (abs. error for ~0 means)")
+    print(f"{'column':24s}" + "".join(f"{name:>26s}" for name in pipelines))
+    for j, column in enumerate(FEATURE_COLUMNS):
+        cells = []
+        for values in pipelines.values():
+            error = np.abs(values[:, j] - published[:, j])
+            if column in ("harmony_mean", "perceptr_mean"):
+                cells.append(f"abs {np.median(error):8.1e} {error.max():8.1e}")
+            else:
+                relative = error / np.abs(published[:, j])
+                cells.append(f"{np.median(relative):12.1e} {relative.max():8.1e}")
+        print(f"{column:24s}" + "".join(f"{cell:>26s}" for cell in cells))
+    for name, values in pipelines.items():
+        relative = np.abs(values - published) / np.abs(published)
+        print(f"all columns, {name}: median relative error {np.median(relative):.1e}")
 
 
 def train_throughput(model_path: str, batch: int = 32, steps: int = 10) -> float:
@@ -90,9 +153,30 @@ def whole_clips(audio_dir: str, clips: int) -> list[Path]:
     return files
 
 
-def main(model_path: str = "outputs/model_full.ckpt", audio_dir: str = "data/dataset/genres_original", clips: int = 30):
-    classifier = GenreClassifier.from_checkpoint(model_path, device="cpu")
+def main(
+    model_path: str = "outputs/model_full.ckpt",
+    audio_dir: str = "data/dataset/genres_original",
+    clips: int = 30,
+    features: bool = False,
+    table: str = "data/dataset/features_30_sec.csv",
+):
+    """All figures; --features: only the 57 GTZAN features (speed beside librosa, parity with --table)."""
+    classifier = None if features else GenreClassifier.from_checkpoint(model_path, device="cpu")
     files = whole_clips(audio_dir, clips)
+    print(f"clips: {len(files)} whole 30-s clips from {audio_dir} (torch threads: {torch.get_num_threads()})")
+    try:
+        wall, cpu = feature_speed(files[:5])
+        print(
+            f"57 GTZAN features, one clip at a time (decode included, 1 torch thread), 5 clips in turn: librosa "
+            f"{wall['librosa']:.0f} ms/clip, ours {wall['ours']:.0f} ms/clip -> {wall['librosa'] / wall['ours']:.1f}x "
+            f"faster (CPU time {cpu['librosa']:.0f} vs {cpu['ours']:.0f} ms: {cpu['librosa'] / cpu['ours']:.1f}x)"
+        )
+        if features:
+            feature_parity(Path(audio_dir), Path(table))
+    except ImportError:
+        print("librosa is not installed: pip install librosa for the feature comparison")
+    if classifier is None:
+        return
     passes = []
     for _ in range(2):  # the first pass also reads the files from disk and warms torch up
         start = time.perf_counter()
@@ -103,21 +187,12 @@ def main(model_path: str = "outputs/model_full.ckpt", audio_dir: str = "data/dat
     start = time.perf_counter()
     list(classifier.predict_many(files, batch_size=16))
     folder = len(files) / (time.perf_counter() - start)
-    print(f"clips: {len(files)} whole 30-s clips from {audio_dir} (torch threads: {torch.get_num_threads()})")
     print(f"infer, one clip at a time:   {ours * 1000:.1f} ms/clip (decode + spectrogram + model), warm")
     print(f"  first pass, files read from disk: {first * 1000:.1f} ms/clip")
     print(f"infer, folder (batched):     {folder:.1f} clips/s")
     print(f"infer, cold CLI, one file:   {min(cold_start(model_path, files[0]) for _ in range(3)):.2f} s (best of 3)")
     seconds, peak_mb = long_track(model_path, files[0])
     print(f"infer, 1-hour stereo 44.1 kHz flac: {seconds:.1f} s, peak memory {peak_mb:.0f} MB (whole CLI process)")
-    try:
-        start = time.perf_counter()
-        for path in files[:5]:
-            kaggle_features(path)
-        theirs = (time.perf_counter() - start) / 5
-        print(f"librosa 57 Kaggle features:  {theirs * 1000:.1f} ms/clip  -> ours is {theirs / ours:.0f}x faster")
-    except ImportError:
-        print("librosa is not installed: pip install librosa for the feature-pipeline comparison")
     print(f"training throughput:         {train_throughput(model_path):.0f} crops/s (batch 32)")
 
 

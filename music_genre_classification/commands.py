@@ -1,4 +1,4 @@
-"""Command line: python -m music_genre_classification.commands {train,test,infer,bot,serve,ensemble} ...
+"""Command line: python -m music_genre_classification.commands {train,test,infer,features,bot,serve,ensemble} ...
 
 Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
@@ -18,13 +18,38 @@ def _run(job: Callable[[], object]) -> None:
     try:
         failed = job()
     except (UserError, DataError, AudioError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+        _fail(str(err))
+    except OSError as err:  # the disk filled up, a file vanished or became unreadable mid-run
+        _fail(f"{err.filename}: {err.strerror}" if err.filename else str(err))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     if failed is True:
         sys.exit(1)
+
+
+def _fail(message: str) -> None:
+    print("error: " + message.replace("\n", "\\n"), file=sys.stderr)  # one line, even for a name holding a newline
+    sys.exit(1)
+
+
+def _path(option: str, value: object) -> str:
+    """Fire reads `--x` with no value (and `--x -`) as True, and `--x 123` as a number."""
+    if isinstance(value, bool) or value is None or value == "-":
+        _fail(f"--{option} needs a path (standard input, '-', is not supported)")
+    return str(value)
+
+
+def _whole(option: str, value: object, least: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        _fail(f"--{option} must be a whole number >= {least}, not {value!r}")
+    return value
+
+
+def _flag(option: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        _fail(f"--{option} is a switch and takes no value (got {value!r})")
+    return value
 
 
 def train(*overrides: str) -> None:
@@ -36,18 +61,30 @@ def train(*overrides: str) -> None:
 
 def test(checkpoint: str, *overrides: str) -> None:
     """Score CHECKPOINT on the test part of its split, or on other data: datamodule.root=/path split=all"""
+    checkpoint = _path("checkpoint", checkpoint)
     from music_genre_classification.training.evaluate import test as run_test
 
-    _run(lambda: run_test(checkpoint, list(overrides)) and None)
+    _run(lambda: run_test(checkpoint, [str(o) for o in overrides]) and None)
 
 
 def infer(
     model_path: str, audio_path: str, output_path: str | None = None, segments: bool = False, batch_size: int = 16
 ) -> None:
     """Genre of one audio file, or of every audio file below a folder (results to --output_path .csv/.jsonl)."""
+    model_path, audio_path = _path("model_path", model_path), _path("audio_path", audio_path)
+    output_path = None if output_path is None else _path("output_path", output_path)
+    segments, batch_size = _flag("segments", segments), _whole("batch_size", batch_size)
     from music_genre_classification.serving.inference import run_infer
 
     _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size))
+
+
+def features(audio_path: str, output_path: str | None = None, segment_s: float | None = None) -> None:
+    """The 57 GTZAN features of a file, or of every audio file below a folder, as a features_30_sec.csv-like table
+    (.csv/.jsonl; resumable); --segment_s 3: one row per 3-s chunk, as features_3_sec.csv."""
+    from music_genre_classification.data.feature_table import run_features
+
+    _run(lambda: run_features(audio_path, output_path, segment_s))
 
 
 def bot(
@@ -60,6 +97,11 @@ def bot(
     files_per_minute: int = 5,
 ) -> None:
     """Telegram bot (long polling); token from --token or TELEGRAM_BOT_TOKEN; --base_url for a self-hosted server."""
+    model_path, local_mode = _path("model_path", model_path), _flag("local_mode", local_mode)
+    token, base_url, base_file_url = (None if v is None else str(v) for v in (token, base_url, base_file_url))
+    files_per_minute = _whole("files_per_minute", files_per_minute)
+    if max_file_mb is not None and (isinstance(max_file_mb, bool | str) or not max_file_mb > 0):
+        _fail(f"--max_file_mb must be a number of megabytes > 0, not {max_file_mb!r}")
     from music_genre_classification.serving.bot import run_bot
 
     _run(lambda: run_bot(model_path, token, base_url, base_file_url, local_mode, max_file_mb, files_per_minute))
@@ -93,7 +135,11 @@ def ensemble(checkpoints: str | tuple, output_path: str) -> None:
 
 
 def main() -> None:
-    fire.Fire({"train": train, "test": test, "infer": infer, "bot": bot, "serve": serve, "ensemble": ensemble})
+    from music_genre_classification.config import drop_decoder_notes
+
+    drop_decoder_notes()
+    commands = {"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve}
+    fire.Fire(commands | {"ensemble": ensemble})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
-"""Composing Hydra configs from configs/ and the one-line errors every command shares."""
+"""Composing Hydra configs from configs/, and the one-line errors every command shares."""
 
+import atexit
+import os
+import re
+import sys
+import threading
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -47,3 +52,37 @@ def to_dict(cfg: DictConfig) -> dict:
 def first_line(err: object) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+# libmpg123 (inside libsndfile, see data/audio.py) prints notes about damaged MP3 frames straight to file descriptor 2
+DECODER_NOTES = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/)")
+
+
+def drop_decoder_notes() -> None:
+    """From now on, lines that the MP3 decoder prints to file descriptor 2 are dropped; all else still shows.
+
+    Python's sys.stderr moves to a copy of the terminal's descriptor; descriptor 2 becomes a pipe whose lines a
+    thread passes on, less the decoder's, so that a damaged MP3 gets the one `error:` line and nothing more.
+    """
+    terminal = os.dup(2)
+    sys.stderr.flush()
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    sys.stderr = open(terminal, "w", buffering=1, encoding=encoding, errors="backslashreplace")  # noqa: SIM115
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward() -> None:
+        with open(read_end, "rb") as pipe:
+            for line in pipe:
+                if not DECODER_NOTES.match(line):
+                    os.write(terminal, line)
+
+    thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def close() -> None:  # at exit: the pipe is closed, and what is still in it reaches the terminal
+        os.dup2(terminal, 2)
+        thread.join(timeout=2)
+
+    atexit.register(close)

@@ -1,11 +1,15 @@
 """Shared fixtures: synthetic separable "genres" of real audio files, the real CLI, the real DVC data."""
 
+import contextlib
 import csv
+import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,6 +47,13 @@ def tone(genre: str, seed: int, seconds: float = 4.0, sr: int = SR) -> np.ndarra
     noise_t = np.arange(int(seconds * SR)) / SR
     noise = np.interp(t, noise_t, rng.standard_normal(noise_t.size))
     return (0.2 * wave + 0.02 * noise).astype(np.float32)
+
+
+def encode(wave: np.ndarray, format: str, subtype: str | None = None, sr: int = SR) -> bytes:
+    """A waveform as the bytes of an audio file (WAV, FLAC, OGG, MP3...), as soundfile writes it."""
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, sr, format=format, subtype=subtype)
+    return buffer.getvalue()
 
 
 def write_gtzan(root: Path, clips_per_genre: int = 8, seconds: float = 4.0) -> Path:
@@ -165,3 +176,42 @@ def real_dataset() -> Path:
             pytest.skip("no ../shared/dvc-store beside the repo")
         subprocess.run([sys.executable, "-m", "dvc", "pull", "data.dvc"], cwd=REPO, check=True, capture_output=True)
     return dataset
+
+
+@contextlib.contextmanager
+def bot_process(checkpoint: Path, tmp: Path, *args: str):
+    """`commands bot` in its own process, long polling a fake Bot API on 127.0.0.1, its temporary files in `tmp`."""
+    from fake_telegram import TOKEN, FakeBotAPI
+
+    with FakeBotAPI() as api:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp), "TELEGRAM_BOT_TOKEN": TOKEN}
+        command = [sys.executable, "-m", "music_genre_classification.commands", "bot", str(checkpoint)]
+        command += ["--base_url", api.base_url, *args]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            api.wait_for(lambda: "setMyCommands" in api.methods() or process.poll() is not None, timeout=120)
+            assert process.poll() is None, process.stdout.read()
+            yield api
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output[-3000:]
+
+
+@contextlib.contextmanager
+def without_rights():
+    """A folder open to all, in which this process has for a while no more rights than an ordinary user: root (as
+    here and in CI) can read and write anything, so it becomes `nobody` until the block ends."""
+    folder = Path(tempfile.mkdtemp(prefix="mgc-rights-"))
+    folder.chmod(0o777)
+    root = os.geteuid() == 0
+    try:
+        if root:
+            os.setegid(65534)
+            os.seteuid(65534)
+        yield folder
+    finally:
+        if root:
+            os.seteuid(0)
+            os.setegid(0)
+        shutil.rmtree(folder)

@@ -22,7 +22,10 @@ class FakeBotAPI:
         self.files: dict[str, dict] = {}  # file_id -> {"path", "data", "size"}
         self.calls: list[tuple[str, dict]] = []  # (method, params) in the order they arrived
         self.changed = threading.Condition()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=False)
+        self.server.request_queue_size = 128  # a bot may open many connections at once, as to api.telegram.org
+        self.server.server_bind()
+        self.server.server_activate()
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._ids = iter(range(1, 10**6))

@@ -3,9 +3,9 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
-from conftest import SR, tone
+from conftest import SR, encode, tone
 
-from music_genre_classification.data.audio import AudioError, decode_blocks, load_audio
+from music_genre_classification.data.audio import MIN_DURATION_S, AudioError, decode_blocks, load_audio
 from music_genre_classification.data.dataset import audio_spectrogram
 from music_genre_classification.data.spectrogram import (
     LogMel,
@@ -53,7 +53,9 @@ def window_lengths(seconds: float, block_s: float = 7.0) -> list[float]:
 def test_windows_cover_a_track_exactly_and_fold_a_short_tail_in():
     assert window_lengths(180) == [30.0] * 6
     assert window_lengths(60.5) == [30.0, 30.5]  # a 0.5-s tail joins the last window
-    assert window_lengths(61.5) == [30.0, 30.0, 1.5]
+    short_tail = 60 + MIN_DURATION_S - 0.2  # too short to judge alone: no segment of its own
+    assert window_lengths(short_tail) == [30.0, round(short_tail - 30, 6)]
+    assert window_lengths(60 + MIN_DURATION_S) == [30.0, 30.0, MIN_DURATION_S]
     assert window_lengths(45, block_s=45) == [30.0, 15.0]
     assert window_lengths(10) == [10.0]
 
@@ -99,7 +101,7 @@ def test_banded_mel_matmul_equals_the_dense_filterbank():
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "empty file"), (b"just some text, not audio\n" * 10, "not a readable audio file")],
+    [(b"", "empty file"), (b"just some text, not audio\n" * 10, "is a text file, not audio")],
 )
 def test_unreadable_files_give_one_line_errors(tmp_path, content, message):
     path = tmp_path / "song.wav"
@@ -115,8 +117,43 @@ def test_missing_file_silence_and_too_short_are_refused(tmp_path):
     for wave, message in [
         (np.zeros(65 * SR, np.float32), "silent"),
         (tone("low", 0, seconds=0.5), "too short"),
+        (tone("low", 0, seconds=MIN_DURATION_S - 0.05), f"the model needs at least {MIN_DURATION_S:g} s"),
+        (0.3 * np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32), "noise"),
         (np.zeros(0, np.float32), "too short"),
-        (np.full(2 * SR, np.nan, np.float32), "NaN"),
+        (np.full(5 * SR, np.nan, np.float32), "NaN"),
     ]:
         with pytest.raises(AudioError, match=message):
             track_spectrograms([wave], LogMel())
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "MP3", "OGG"])
+def test_a_file_cut_off_yields_only_the_samples_decoded_and_a_warning(tmp_path, fmt):
+    whole = encode(tone("mid", 1, seconds=30, sr=44100), fmt, sr=44100)
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(whole[: len(whole) // 3])  # an unfinished download: its header still says 30 s
+    decoded = decode_blocks(path, SR)
+    wave = np.concatenate(list(decoded))
+    assert 9 < len(wave) / SR < 11 and np.isfinite(wave).all()  # not 30 s of a stale buffer
+    assert abs(decoded.duration_s - len(wave) / SR) < 1e-6 and "cut off" in decoded.warning
+    assert track_spectrograms([wave], LogMel())[-1][1] == len(wave) / SR
+
+
+def test_odd_sample_rates_are_resampled_fast_or_refused(tmp_path):
+    sf.write(tmp_path / "odd.wav", tone("low", 1, seconds=4, sr=44101), 44101)  # exact: a 16 GB kernel
+    assert abs(len(load_audio(tmp_path / "odd.wav")) - 4 * SR) <= 2
+    with open(tmp_path / "odd.wav", "r+b") as f:  # the header now says 1000 Hz
+        f.seek(24)
+        f.write((1000).to_bytes(4, "little") + (2000).to_bytes(4, "little"))
+    with pytest.raises(AudioError, match="sample rate 1000 Hz"):
+        load_audio(tmp_path / "odd.wav")
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "is a PNG image"), (b"ID3\x03" + bytes(range(256)) * 4, "unknown format")],
+)
+def test_files_that_are_not_audio_say_what_they_are(tmp_path, content, words):
+    (tmp_path / "song.mp3").write_bytes(content)
+    with pytest.raises(AudioError, match=words) as err:
+        load_audio(tmp_path / "song.mp3")
+    assert "possibly a pipe" not in str(err.value)

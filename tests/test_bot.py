@@ -1,25 +1,13 @@
 """The `bot` command: the real python-telegram-bot Application, long polling a fake Bot API server on 127.0.0.1."""
 
-import io
-import os
 import re
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
-from conftest import GENRES, REPO, SR, run_cli, tone
-from fake_telegram import TOKEN, FakeBotAPI
+from conftest import GENRES, REPO, SR, bot_process, encode, run_cli, tone
+from fake_telegram import FakeBotAPI
 
 FILES_PER_MINUTE = 3
-
-
-def encode(wave: np.ndarray, format: str, subtype: str | None = None, sr: int = SR) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, wave, sr, format=format, subtype=subtype)
-    return buffer.getvalue()
 
 
 def mp3(genre: str, seconds: float = 10, seed: int = 1) -> bytes:
@@ -40,19 +28,8 @@ def bars(reply: str) -> dict[str, int]:
 def bot(trained, tmp_path_factory):
     """`commands bot` in its own process, its temporary files in a folder of its own."""
     tmp = tmp_path_factory.mktemp("bot_tmp")
-    with FakeBotAPI() as api:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp), "TELEGRAM_BOT_TOKEN": TOKEN}
-        command = [sys.executable, "-m", "music_genre_classification.commands", "bot", str(trained["checkpoint"])]
-        command += ["--base_url", api.base_url, "--files_per_minute", str(FILES_PER_MINUTE)]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            api.wait_for(lambda: "setMyCommands" in api.methods() or process.poll() is not None, timeout=120)
-            assert process.poll() is None, process.stdout.read()
-            yield api, tmp
-        finally:
-            process.send_signal(signal.SIGTERM)
-            output = process.communicate(timeout=60)[0]
-    assert process.returncode == 0, output[-3000:]
+    with bot_process(trained["checkpoint"], tmp, "--files_per_minute", str(FILES_PER_MINUTE)) as api:
+        yield api, tmp
 
 
 def test_start_and_help_explain_what_to_send(bot):

@@ -55,12 +55,12 @@ def data_cfg(url: str, sha256: str) -> OmegaConf:
 
 
 def gtzan_archive() -> bytes:
-    """A small archive in GTZAN's layout: genres/<genre>/<genre>.00000.au, 2 s per clip."""
+    """A small archive in GTZAN's layout: genres/<genre>/<genre>.00000.au, 3 s per clip (the shortest judged)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for i, genre in enumerate(GTZAN_GENRES):
             clip = io.BytesIO()
-            sf.write(clip, tone(["low", "mid", "high"][i % 3], i, seconds=2), SR, format="AU", subtype="PCM_16")
+            sf.write(clip, tone(["low", "mid", "high"][i % 3], i, seconds=3), SR, format="AU", subtype="PCM_16")
             info = tarfile.TarInfo(f"genres/{genre}/{genre}.00000.au")
             info.size = clip.getbuffer().nbytes
             tar.addfile(info, io.BytesIO(clip.getvalue()))

@@ -2,13 +2,15 @@
 
 import csv
 import json
+import os
+import re
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import GENRES, SR, run_cli, tone
+from conftest import GENRES, SR, encode, run_cli, tone
 
 from music_genre_classification.serving.inference import GenreClassifier
 
@@ -67,7 +69,7 @@ def test_three_minute_track_gets_segments_covering_it_exactly(classifier, tmp_pa
     assert [(s.start_s, s.end_s) for s in segments] == [(30.0 * i, 30.0 * (i + 1)) for i in range(6)]
     assert segments[0].genre == "low" and segments[-1].genre == "high"
     for segment in segments:  # each window is classified exactly as that stretch of audio alone
-        alone = classifier.predict(track[int(segment.start_s * SR) : int(segment.end_s * SR)])
+        alone = classifier.predict(track[int(segment.start_s * SR) : int(segment.end_s * SR)], sample_rate=SR)
         assert (
             alone.genre == segment.genre and abs(alone.probabilities[alone.genre] - segment.probability) < 0.01
         )  # flac is 16-bit
@@ -112,18 +114,18 @@ def test_folder_run_writes_rows_keeps_going_after_bad_files_and_resumes(trained,
     assert first.returncode == 1  # one file failed, and the exit code says so
     assert "Traceback" not in first.stderr and "1 non-audio ignored" in first.stdout
     rows = {r["path"]: r for r in csv.DictReader(open(out))}
-    assert list(next(iter(rows.values()))) == ["path", "genre", *GENRES, "duration_s", "error"]
+    assert list(next(iter(rows.values()))) == ["path", "genre", *GENRES, "duration_s", "error", "warning"]
     assert len(rows) == 5 and rows[str(library / "corrupt.mp3")]["error"]
     good = [r for r in rows.values() if not r["error"]]
     assert all(r["genre"] == r["path"].split("/")[-2] for r in good if r["path"].split("/")[-2] in GENRES)
     assert all(abs(sum(float(r[g]) for g in GENRES) - 1) < 1e-6 for r in good)
 
-    (library / "corrupt.mp3").unlink()
+    write(library / "corrupt.mp3", tone("high", 59, seconds=5, sr=44100), sr=44100, format="MP3")  # mended
     write(library / "new.wav", tone("low", 60, seconds=5))
     second = infer_cli(trained, library, "--output_path", str(out), cwd=tmp_path)
-    assert second.returncode == 0 and "1 audio files to label" in second.stdout and "4 already done" in second.stdout
+    assert second.returncode == 0 and "2 audio files to label" in second.stdout and "4 already done" in second.stdout
     rows = list(csv.DictReader(open(out)))
-    assert len(rows) == 5 and not any(r["error"] for r in rows)  # the failed row was retried away
+    assert len(rows) == 6 and not any(r["error"] for r in rows)  # the failed row was retried away
 
 
 def test_folder_results_as_jsonl_with_segments(trained, tmp_path):
@@ -140,7 +142,8 @@ def test_folder_results_as_jsonl_with_segments(trained, tmp_path):
     [
         (lambda d: None, "no such file or folder"),
         (lambda d: (d / "song.wav").write_bytes(b""), "empty file"),
-        (lambda d: (d / "song.wav").write_text("hello, I am text"), "not a readable audio file"),
+        (lambda d: (d / "song.wav").write_text("hello, I am text"), "is a text file, not audio"),
+        (lambda d: (d / "song.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage"), "not a readable audio file"),
         (lambda d: sf.write(d / "song.wav", np.zeros(5 * SR, np.float32), SR), "silent"),
         (lambda d: sf.write(d / "song.wav", tone("low", 0, seconds=0.4), SR), "too short"),
     ],
@@ -159,3 +162,42 @@ def test_missing_or_fake_checkpoint_gives_one_line_error(tmp_path):
     for model, message in (("missing.ckpt", "no such checkpoint"), ("fake.ckpt", "not a readable checkpoint")):
         result = run_cli("infer", "--model_path", model, "--audio_path", str(clip), cwd=tmp_path)
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_cut_off_mp3_is_judged_on_what_is_there_with_a_warning(trained, tmp_path):
+    whole = encode(tone("low", 4, 12, sr=44100), "MP3", sr=44100)
+    (tmp_path / "cut.mp3").write_bytes(whole[: len(whole) // 3])  # an unfinished download
+    result = infer_cli(trained, tmp_path / "cut.mp3", cwd=tmp_path)
+    seconds = float(re.search(r"genre: \w+\s+\(([\d.]+) s\)", result.stdout)[1])
+    assert result.returncode == 0 and 3.5 < seconds < 4.5  # not the 12 s its header announces
+    (warning,) = result.stderr.strip().splitlines()
+    assert warning.startswith("warning: ") and "of the 12.0 s its header announces" in warning
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--audio_path", "-"], "standard input"),
+        (["--audio_path", "/dev/null"], "not a regular file or folder"),
+        (["--audio_path", "fifo"], "not a regular file or folder"),
+        (["--audio_path", "lib", "--batch_size", "0"], "--batch_size must be a whole number >= 1, not 0"),
+        (["--audio_path", "lib", "--batch_size", "-1"], "--batch_size must be a whole number >= 1, not -1"),
+        (["--audio_path", "lib", "--batch_size", "abc"], "--batch_size must be a whole number >= 1, not 'abc'"),
+        (["--audio_path", "lib/a.wav", "--output_path", "missing/a.json"], "the folder missing does not exist"),
+        (["--audio_path", "lib/a.wav", "--output_path", "folder.json"], "folder.json: is a folder"),
+        (["--audio_path", "lib/a.wav", "--output_path", "/proc/a.json"], "/proc/a.json: cannot be written"),
+        (["--audio_path", "lib", "--output_path", "missing/labels.csv"], "the folder missing does not exist"),
+        (["--audio_path", "corrupt.mp3"], "corrupt.mp3: not a readable audio file (unknown format or damaged data)"),
+        (["--audio_path", "image.mp3"], "image.mp3: is a PNG image, not audio"),
+    ],
+)
+def test_bad_arguments_paths_and_files_end_in_one_error_line(trained, tmp_path, args, message):
+    write(tmp_path / "lib" / "a.wav", tone("low", 1, seconds=5))
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "corrupt.mp3").write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 8)
+    (tmp_path / "image.mp3").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 500)
+    result = run_cli("infer", "--model_path", str(trained["checkpoint"]), *args, cwd=tmp_path, timeout=120)
+    (line,) = result.stderr.strip().splitlines()  # one line: no traceback, no decoder chatter
+    assert result.returncode == 1 and line.startswith("error: ") and message in line, result.stderr
+    assert "genre:" not in result.stdout  # the output is checked before the work, not after

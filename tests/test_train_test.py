@@ -2,13 +2,18 @@
 
 import csv
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
 import pytest
+import soundfile as sf
 import torch
-from conftest import GENRES, TRAIN_ARGS, run_cli
+from conftest import GENRES, REPO, SR, TRAIN_ARGS, run_cli, tone
 
 
 def test_train_learns_and_test_reports_per_clip_metrics(trained):
@@ -106,10 +111,13 @@ def test_without_val_clips_training_runs_every_epoch_and_keeps_the_last(syntheti
         (["train", "model=nonexistent"], "error: bad config override"),
         (["train", "trainer.no_such_key=1"], "error: bad config override"),
         (["test", "missing.ckpt"], "error: missing.ckpt: no such checkpoint"),
+        (["test", "CKPT", "datamodule.batch_size=abc"], "error: datamodule.batch_size must be a whole number >= 1"),
+        (["test", "CKPT", "datamodule.batch_size=0"], "error: datamodule.batch_size must be a whole number >= 1"),
+        (["test", "CKPT", "trainer.accelerator=quantum"], "error: cannot build lightning.pytorch.Trainer"),
     ],
 )
-def test_bad_input_gives_one_line_error_and_nonzero_exit(tmp_path, args, message):
-    result = run_cli(*args, cwd=tmp_path)
+def test_bad_input_gives_one_line_error_and_nonzero_exit(trained, tmp_path, args, message):
+    result = run_cli(*[str(trained["checkpoint"]) if a == "CKPT" else a for a in args], cwd=tmp_path)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
@@ -162,3 +170,44 @@ def test_new_artists_recipe_composes_artist_disjoint_val_mixup_and_no_early_stop
     callbacks = make_trainer(cfg, None, History(), validate=True).callbacks
     assert not any(isinstance(c, EarlyStopping) for c in callbacks)
     assert [c.monitor for c in callbacks if isinstance(c, ModelCheckpoint)] == ["val/loss"]
+
+
+@pytest.mark.parametrize(
+    ("command", "damage", "message"),
+    [
+        ("infer", lambda ckpt: ckpt["hyper_parameters"].pop("net"), "no 'net' in its hyper-parameters"),
+        ("infer", lambda ckpt: ckpt["hyper_parameters"]["genres"].append("polka"), "size mismatch for head"),
+        ("test", lambda ckpt: ckpt["hyper_parameters"]["genres"].append("polka"), "size mismatch for head"),
+        ("infer", lambda ckpt: ckpt["state_dict"].pop("net.features.0.weight"), "Missing key(s)"),
+    ],
+    ids=["no net", "a genre more than the weights", "the same for test", "a weight missing"],
+)
+def test_a_damaged_checkpoint_is_one_line(trained, tmp_path, command, damage, message):
+    ckpt = torch.load(trained["checkpoint"], weights_only=True)
+    damage(ckpt)
+    torch.save(ckpt, tmp_path / "damaged.ckpt")
+    sf.write(tmp_path / "a.wav", tone("low", 1, 5), SR)
+    args = ["test", "damaged.ckpt"] if command == "test" else ["infer", "damaged.ckpt", "a.wav"]
+    result = run_cli(*args, cwd=tmp_path)
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert line.startswith("error: damaged.ckpt: damaged or incompatible checkpoint") and message in line
+
+
+def test_clip_length_table_scores_crops_of_test_clips(trained, synthetic_gtzan, tmp_path):
+    command = [sys.executable, "-m", "music_genre_classification.training.clip_length", "--model_path"]
+    command += [str(trained["checkpoint"]), "--audio_dir", str(synthetic_gtzan), "--part", "test", "--lengths", "[1,3]"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    test_clips = sum(
+        row["part"] == "test" for row in torch.load(trained["checkpoint"], weights_only=True)["split_table"]
+    )
+    assert f"{test_clips} clips of the test part" in result.stdout
+    rows = {
+        m[1]: (int(m[2]), float(m[3]))
+        for m in re.finditer(r"^\s*(\S+(?: s| clip)) +(\d+) +\d+ +([\d.]+)", result.stdout, re.M)
+    }
+    assert rows["1 s"][0] == rows["3 s"][0] == 3 * test_clips and rows["whole clip"][0] == test_clips
+    assert rows["whole clip"][1] >= 0.8  # the toy genres are easy on whole clips

@@ -34,6 +34,10 @@ class GenreDataModule(L.LightningDataModule):
     ):
         """`split` assigns clips to parts (see split.py); `split_table` replays a stored one instead."""
         super().__init__()
+        counts = {"crop_columns": crop_columns, "crops_per_clip": crops_per_clip, "batch_size": batch_size}
+        for name, value, least in [*((n, v, 1) for n, v in counts.items()), ("num_workers", num_workers, 0)]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise DataError(f"datamodule.{name} must be a whole number >= {least}, not {value!r}")
         self.root, self.genres = Path(root), list(genres)
         self.params = SpectrogramParams(**spectrogram)
         self.split, self.split_table = split, split_table

@@ -24,8 +24,8 @@ from music_genre_classification.data.dataset import (
     save_atomic,
     scan_clips,
 )
-from music_genre_classification.data.features import FEATURE_COLUMNS
-from music_genre_classification.data.spectrogram import SpectrogramParams, track_spectrograms
+from music_genre_classification.data.features import FEATURE_COLUMNS, FeatureExtractor, segment_waves
+from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
 from music_genre_classification.data.split import PARTS, assign_parts, write_split_table
 
 Track = list[tuple[float, float, np.ndarray]]
@@ -36,16 +36,14 @@ CHUNK_NAME = re.compile(r"^(?P<clip>.+)\.(?P<chunk>0|[1-9]\d*)\.[A-Za-z0-9]+$")
 class FeatureFrontEnd:
     """A window of audio -> its feature rows [1 or chunks, 57], as the model was trained on."""
 
-    def __init__(self, segment_s: float | None = None, sample_rate: int = 22050, window_s: float = 30.0):
-        from music_genre_classification.data.features import FeatureExtractor, segment_waves
-
-        self.extract, self.segment, self.segment_s = FeatureExtractor(), segment_waves, segment_s
-        self.params = SpectrogramParams(sample_rate=sample_rate, window_s=window_s)  # what cutting into windows reads
+    def __init__(self, segment_s: float | None = None):
+        self.extract, self.segment_s = FeatureExtractor(), segment_s
+        self.log_mel = LogMel(SpectrogramParams())  # what track_spectrograms' noise check reads
+        self.params = self.log_mel.params  # 22050 Hz, 30-s windows: the features' rate, infer's windows
 
     def __call__(self, wave: torch.Tensor) -> np.ndarray:
         wave = wave.numpy()
-        waves = self.segment(wave, self.segment_s) if self.segment_s else []
-        return self.extract(waves or [wave])  # a window shorter than one chunk is one chunk
+        return self.extract(segment_waves(wave, self.segment_s) if self.segment_s else [wave])
 
 
 def read_table(path: Path, genres: list[str], segment_s: float | None) -> dict[str, tuple[str, Track]]:

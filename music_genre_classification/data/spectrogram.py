@@ -10,9 +10,12 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from music_genre_classification.data.audio import MIN_DURATION_S, SILENCE_PEAK, AudioError
+from music_genre_classification.data.audio import MAX_PEAK, MIN_DURATION_S, SILENCE_PEAK, AudioError
 
 MELS_PER_BAND = 16  # mel filters applied together by one matmul over the FFT bins they cover
+# Spectral flatness over the mel bands (geometric / arithmetic mean of power; median over columns): all 639 GTZAN
+# clips of data/dataset/spectrograms are at most 0.162 (metal), white and uniform noise 0.27-0.30
+NOISE_FLATNESS = 0.22
 
 
 @dataclass(frozen=True)
@@ -85,15 +88,17 @@ class LogMel(torch.nn.Module):
             self.mel_bands.append((lo, hi, first, last))
 
     def mel_power(self, power: torch.Tensor) -> torch.Tensor:
-        """[frames, bins] power spectrum -> [frames, n_mels], the same as power @ mel_filters."""
-        return torch.cat([power[:, lo:hi] @ self.mel_filters[lo:hi, a:b] for lo, hi, a, b in self.mel_bands], 1)
+        """[..., frames, bins] power spectrum -> [..., frames, n_mels], the same as power @ mel_filters."""
+        return torch.cat([power[..., lo:hi] @ self.mel_filters[lo:hi, a:b] for lo, hi, a, b in self.mel_bands], -1)
 
     def column_frames(self, n_samples: int) -> torch.Tensor:
         """Indices of the hop frames kept as columns (the rule in data/dataset/spectrograms/params.json)."""
-        frames = 1 + n_samples // self.params.hop_length
+        p = self.params
+        frames = 1 + n_samples // p.hop_length
         span = max(frames - 1.7, 1.0)
-        # a window (at most window_s + 1 s long) never gets more columns than a whole one, as in data/dataset
-        columns = max(1, min(self.params.window_columns, round(span / self.params.column_step)))
+        columns = max(1, round(span / p.column_step))
+        if n_samples <= (p.window_s + 1) * p.sample_rate:  # GTZAN's clips (29.9-30.6 s) all have window_columns
+            columns = min(columns, p.window_columns)
         picked = torch.floor((torch.arange(columns, dtype=torch.float64) + 0.5) * span / columns).long()
         return picked.clamp_(0, frames - 1)
 
@@ -112,36 +117,67 @@ class LogMel(torch.nn.Module):
 
 
 def cut_windows(blocks: Iterable[np.ndarray], params: SpectrogramParams) -> Iterator[np.ndarray]:
-    """Consecutive windows of window_s from a stream of audio blocks; a last sliver under 1 s joins the one before."""
-    size, rate = round(params.window_s * params.sample_rate), params.sample_rate
+    """Consecutive windows of window_s from a stream of audio blocks; a last part too short to judge on its own
+    (under MIN_DURATION_S) joins the window before it."""
+    size, tail = round(params.window_s * params.sample_rate), round(MIN_DURATION_S * params.sample_rate)
     pending = np.zeros(0, np.float32)
     for block in blocks:
         pending = np.concatenate([pending, block]) if len(pending) else block
-        while len(pending) >= size + rate:  # a whole window with at least 1 s after it
+        while len(pending) >= size + tail:  # a whole window with enough after it for a window of its own
             yield pending[:size]
             pending = pending[size:]
     if len(pending):
         yield pending
 
 
-def track_spectrograms(
-    blocks: Iterable[np.ndarray], front_end: LogMel, name: str = "audio"
-) -> list[tuple[float, float, torch.Tensor]]:
-    """(start_s, end_s, spectrogram) for each window of a track, refusing tracks too short or silent to classify."""
-    rate, windows, peak, done = front_end.params.sample_rate, [], 0.0, 0
-    for wave in cut_windows(blocks, front_end.params):
-        if not windows and len(wave) < MIN_DURATION_S * rate:  # only a first and last window can be this short
-            raise AudioError(f"{name}: too short ({len(wave) / rate:.2f} s; at least {MIN_DURATION_S:g} s needed)")
+def spectral_flatness(spec: torch.Tensor, top_db: float) -> torch.Tensor:
+    """Per column of a normalised log-mel spectrogram: geometric over arithmetic mean of the mel bands' power."""
+    log_power = spec.double() * (top_db / 10 * math.log(10))  # natural log of power, up to a constant per window
+    return torch.exp(log_power.mean(0) - torch.logsumexp(log_power, 0) + math.log(spec.shape[0]))
+
+
+def checked_windows(
+    blocks: Iterable[np.ndarray], params: SpectrogramParams, name: str = "audio"
+) -> Iterator[tuple[float, float, np.ndarray]]:
+    """(start_s, end_s, waveform) for each window of a track; tracks too short, out of range or silent to classify
+    raise AudioError (silence once the whole track has been seen)."""
+    rate, peak, done = params.sample_rate, 0.0, 0
+    for wave in cut_windows(blocks, params):
+        if not done and len(wave) < MIN_DURATION_S * rate:  # only a first and last window can be this short
+            raise AudioError(
+                f"{name}: too short ({len(wave) / rate:.2f} s); the model needs at least {MIN_DURATION_S:g} s of audio"
+            )
         if not np.isfinite(wave).all():
             raise AudioError(f"{name}: audio holds NaN or infinite samples")
         peak = max(peak, float(np.abs(wave).max()))
-        spec = front_end(torch.from_numpy(np.ascontiguousarray(wave)))
-        windows.append((done / rate, (done + len(wave)) / rate, spec))
+        if peak > MAX_PEAK:
+            raise AudioError(f"{name}: sample values out of range (peak {peak:.3g}; audio lies within -1 and 1)")
+        yield done / rate, (done + len(wave)) / rate, wave
         done += len(wave)
-    if not windows:
-        raise AudioError(f"{name}: too short (no audio; at least {MIN_DURATION_S:g} s needed)")
+    if not done:
+        raise AudioError(f"{name}: too short (no audio); the model needs at least {MIN_DURATION_S:g} s")
     if peak < SILENCE_PEAK:
         raise AudioError(f"{name}: the audio is silent")
+
+
+def track_spectrograms(
+    blocks: Iterable[np.ndarray], front_end: LogMel, name: str = "audio"
+) -> list[tuple[float, float, torch.Tensor]]:
+    """(start_s, end_s, input) for each window of a track, refusing tracks too short, silent or noise.
+
+    The input is the front end's: a LogMel's spectrogram, or what another front end makes of the window (the 57
+    features, an ensemble's inputs); such a front end names in `log_mel` the LogMel the noise check reads.
+    """
+    log_mel = getattr(front_end, "log_mel", front_end)
+    windows, flatness = [], []
+    for start, end, wave in checked_windows(blocks, front_end.params, name):
+        wave = torch.from_numpy(np.ascontiguousarray(wave))
+        spec = log_mel(wave)
+        if float(spec.max()) > 0:  # a silent window has no spectrum to be flat or not
+            flatness.append(spectral_flatness(spec, log_mel.params.top_db))
+        windows.append((start, end, spec if log_mel is front_end else front_end(wave)))
+    if flatness and float(torch.cat(flatness).median()) > NOISE_FLATNESS:
+        raise AudioError(f"{name}: sounds like noise (a flat spectrum), not music")
     return windows
 
 

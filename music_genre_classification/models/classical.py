@@ -79,11 +79,9 @@ def pipeline_from_bytes(data: bytes) -> Pipeline:
 
     try:
         untrusted = skops.io.get_untrusted_types(data=data)
-        refused = [t for t in untrusted if t.split(".")[0] not in TRUSTED_PACKAGES]
-        if refused:
-            raise UserError(f"the stored model holds types that are not trusted: {', '.join(refused)}")
-        return skops.io.loads(data, trusted=untrusted)
-    except UserError:
-        raise
     except Exception as err:  # skops raises many types for bytes that are not a stored pipeline
-        raise UserError(f"not a readable stored model ({type(err).__name__})") from None
+        raise ValueError(f"not a readable stored model ({type(err).__name__})") from None
+    refused = [t for t in untrusted if t.split(".")[0] not in TRUSTED_PACKAGES]
+    if refused:
+        raise UserError(f"the stored model holds types that are not trusted: {', '.join(refused)}")
+    return skops.io.loads(data, trusted=untrusted)

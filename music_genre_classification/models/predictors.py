@@ -43,7 +43,7 @@ class CNNPredictor:
         net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
         self.net, self.genres = for_inference(net.to(device)), list(hp["genres"])
         self.front_end = LogMel(SpectrogramParams(**hp["spectrogram"]))
-        self.crop, self.hop = hp["crop_columns"], hp["eval_hop"]
+        self.crop, self.hop = int(hp["crop_columns"]), int(hp["eval_hop"])
 
     @torch.inference_mode()
     def probabilities(self, specs: list[torch.Tensor]) -> np.ndarray:
@@ -79,6 +79,7 @@ class EnsembleFrontEnd:
         if len({(f.params.sample_rate, f.params.window_s) for f in front_ends}) > 1:
             raise UserError("the members of an ensemble must read audio at one sample rate and window length")
         self.front_ends, self.params = front_ends, front_ends[0].params
+        self.log_mel = getattr(front_ends[0], "log_mel", front_ends[0])  # for track_spectrograms' noise check
 
     def __call__(self, wave: torch.Tensor) -> tuple:
         return tuple(front_end(wave) for front_end in self.front_ends)

@@ -43,6 +43,8 @@ def format_reply(prediction: Prediction, bar_width: int = 12) -> str:
             lines.append(f"... {len(prediction.segments) - len(shown)} more windows")
         timeline = html.escape("\n".join(lines))
         text += f"\nTimeline:\n<pre>{timeline}</pre>"
+    if prediction.warning:  # e.g. a file cut off: say which part was judged
+        text += f"\n⚠ {html.escape(prediction.warning)}"
     return text
 
 
@@ -133,6 +135,8 @@ class GenreBot:
                 log.info("%s: %s", name, err)
                 reason = str(err).replace(f"{path}: ", "").replace(str(path), name)  # no server paths in replies
                 return html.escape(f"I cannot classify {name}: {reason}.")
+            if prediction.warning:
+                prediction.warning = prediction.warning.replace(str(path), name)
         return format_reply(prediction)
 
     def _too_big_text(self, size: int) -> str:

@@ -7,6 +7,7 @@ no MLflow) so that one file is labelled quickly.
 
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 
-from music_genre_classification.config import UserError
-from music_genre_classification.data.audio import AudioError, decode_blocks, is_audio_file, resample
+from music_genre_classification.config import UserError, first_line
+from music_genre_classification.data.audio import AudioError, decode_blocks, waveform
 from music_genre_classification.data.spectrogram import track_spectrograms
 from music_genre_classification.models.predictors import checkpoint_kind, predictor, track_probabilities
+from music_genre_classification.serving.folder import ResultTable, audio_files, check_writable, warn_skipped
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -52,13 +55,16 @@ class Segment:
 class Prediction:
     genre: str
     probabilities: dict[str, float]  # every genre, most likely first, summing to 1
-    duration_s: float
+    duration_s: float  # of the audio really decoded and classified
     segments: list[Segment] = field(default_factory=list)  # one per window of window_s seconds
+    warning: str | None = None  # e.g. the file ends before its header says (cut off): only what is there is judged
 
     def to_dict(self, segments: bool = True) -> dict:
         row = {"genre": self.genre, "probabilities": self.probabilities, "duration_s": round(self.duration_s, 3)}
         if segments:
             row["segments"] = [vars(s) for s in self.segments]
+        if self.warning:
+            row["warning"] = self.warning
         return row
 
 
@@ -70,43 +76,62 @@ class GenreClassifier:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> "GenreClassifier":
-        return cls(predictor(load_checkpoint(path), device))
+        ckpt = load_checkpoint(path)
+        try:
+            return cls(predictor(ckpt, device))
+        except UserError as err:  # e.g. a stored pipeline that holds types not trusted
+            raise UserError(f"{path}: {err}") from None
+        except (KeyError, TypeError, ValueError, RuntimeError, InstantiationException) as err:
+            raise UserError(f"{path}: damaged or incompatible checkpoint ({_checkpoint_problem(err)})") from None
 
     @property
     def sample_rate(self) -> int:
         return self.front_end.params.sample_rate
 
     def spectrograms(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> list[Window]:
-        """A file path, or a waveform ([samples] or [samples, channels]) at `sample_rate`, as window spectrograms."""
-        if isinstance(source, np.ndarray):
-            blocks, name = [resample(source, sample_rate or self.sample_rate, self.sample_rate)], "waveform"
-        else:
+        """A file path, or a waveform at `sample_rate` ([samples], [samples, channels] or [channels, samples]), as
+        window spectrograms."""
+        return self._track(source, sample_rate)[0]
+
+    def _track(self, source: str | Path | np.ndarray, sample_rate: int | None) -> tuple[list[Window], str | None]:
+        """Window spectrograms and the decoder's warning (a file cut off: only what is there is classified)."""
+        if isinstance(source, str | os.PathLike):
             blocks, name = decode_blocks(source, self.sample_rate, self.front_end.params.window_s), str(source)
-        return track_spectrograms(blocks, self.front_end, name)
+        else:
+            blocks, name = [waveform(source, sample_rate, self.sample_rate)], "waveform"
+        windows = track_spectrograms(blocks, self.front_end, name)
+        return windows, getattr(blocks, "warning", None)
 
     def predict(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> Prediction:
-        return self._predict_tracks([self.spectrograms(source, sample_rate)])[0]
+        windows, warning = self._track(source, sample_rate)
+        prediction = self._predict_tracks([windows])[0]
+        prediction.warning = warning
+        return prediction
 
     def predict_many(
         self, paths: Iterable[str | Path], batch_size: int = 16
     ) -> Iterator[tuple[Path, Prediction | None, str | None]]:
         """(path, prediction, None) or (path, None, error) per file; decoding overlaps the model's work."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
         paths = [Path(p) for p in paths]
         with ThreadPoolExecutor(max_workers=2) as pool:
             for start in range(0, len(paths), batch_size):
                 batch = paths[start : start + batch_size]
-                tracks = list(pool.map(self._safe_spectrograms, batch))
-                good = [t for t in tracks if isinstance(t, list)]
+                tracks = list(pool.map(self._safe_track, batch))
+                good = [windows for windows, _ in (t for t in tracks if isinstance(t, tuple))]
                 predictions = iter(self._predict_tracks(good)) if good else iter(())
                 for path, track in zip(batch, tracks):
-                    if isinstance(track, list):
-                        yield path, next(predictions), None
+                    if isinstance(track, tuple):
+                        prediction = next(predictions)
+                        prediction.warning = track[1]
+                        yield path, prediction, None
                     else:
                         yield path, None, track
 
-    def _safe_spectrograms(self, path: Path) -> list[Window] | str:
+    def _safe_track(self, path: Path) -> tuple[list[Window], str | None] | str:
         try:
-            return self.spectrograms(path)
+            return self._track(path, None)
         except AudioError as err:
             return str(err)
 
@@ -139,6 +164,9 @@ def format_prediction(prediction: Prediction, segments: bool = False, bar_width:
     return "\n".join(lines)
 
 
+SINGLE_FORMATS = (".txt", ".json", ".csv")
+
+
 def write_single(prediction: Prediction, path: Path, segments: bool) -> None:
     """One file's result, in the format named by the extension (.txt, .json, .csv)."""
     if path.suffix == ".json":
@@ -146,86 +174,45 @@ def write_single(prediction: Prediction, path: Path, segments: bool) -> None:
     elif path.suffix == ".csv":
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["genre", *prediction.probabilities, "duration_s"])
-            writer.writerow([prediction.genre, *prediction.probabilities.values(), round(prediction.duration_s, 3)])
+            writer.writerow(["genre", *prediction.probabilities, "duration_s", "warning"])
+            values = [*prediction.probabilities.values(), round(prediction.duration_s, 3), prediction.warning or ""]
+            writer.writerow([prediction.genre, *values])
     elif path.suffix == ".txt":
-        path.write_text(format_prediction(prediction, segments) + "\n")
+        warning = f"warning: {prediction.warning}\n" if prediction.warning else ""
+        path.write_text(format_prediction(prediction, segments) + "\n" + warning)
     else:
-        raise UserError(f"{path}: output format must be .txt, .json or .csv")
-
-
-class ResultTable:
-    """Rows of a folder run in .csv or .jsonl, written as they come; a rerun skips the files already done."""
-
-    def __init__(self, path: Path, genres: list[str], segments: bool):
-        if path.suffix not in (".csv", ".jsonl"):
-            raise UserError(f"{path}: a folder's results go to .csv or .jsonl")
-        self.path, self.segments = path, segments
-        self.columns = ["path", "genre", *genres, "duration_s", "error"] + (["segments"] if segments else [])
-        rows = self._read() if path.is_file() else []
-        self.done = {row["path"] for row in rows if not row.get("error")}
-        self._write([r for r in rows if not r.get("error")], mode="w")  # failed files are tried again
-
-    def _read(self) -> list[dict]:
-        with open(self.path, newline="") as f:
-            if self.path.suffix == ".csv":
-                rows = list(csv.DictReader(f))
-                if rows and list(rows[0]) != self.columns:
-                    raise UserError(f"{self.path}: has other columns than this model's; choose a new output file")
-                return rows
-            return [json.loads(line) for line in f if line.strip()]
-
-    def _write(self, rows: list[dict], mode: str = "a") -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp") if mode == "w" else self.path
-        with open(tmp, mode, newline="") as f:
-            if self.path.suffix == ".csv":
-                writer = csv.DictWriter(f, fieldnames=self.columns)
-                if mode == "w":
-                    writer.writeheader()
-                writer.writerows(rows)
-            else:
-                f.writelines(json.dumps(row) + "\n" for row in rows)
-        if mode == "w":
-            tmp.replace(self.path)
-
-    def add(self, path: str, prediction: Prediction | None, error: str | None) -> None:
-        row = {"path": path, "genre": "", "duration_s": "", "error": error or ""}
-        if prediction:
-            row |= {
-                "genre": prediction.genre,
-                "duration_s": round(prediction.duration_s, 3),
-                **prediction.probabilities,
-            }
-            if self.segments:
-                row["segments"] = [vars(s) for s in prediction.segments]
-        if self.path.suffix == ".csv" and "segments" in row:
-            row["segments"] = json.dumps(row["segments"])
-        self._write([row])
-
-
-def audio_files(folder: Path) -> tuple[list[Path], int]:
-    """Audio files below `folder` (recursive, sorted) and the number of other files ignored."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    audio = [p for p in files if is_audio_file(p)]
-    return audio, len(files) - len(audio)
+        raise UserError(f"{path}: output format must be {', '.join(SINGLE_FORMATS)}")
 
 
 def run_infer(
     model_path: str, audio_path: str, output_path: str | None, segments: bool = False, batch_size: int = 16
 ) -> bool:
     """The `infer` command; returns True when some file failed (the exit code says so)."""
-    classifier = GenreClassifier.from_checkpoint(model_path)
     source = Path(audio_path)
+    if audio_path == "-":
+        raise UserError("reading audio from standard input is not supported; give a file or a folder")
     if not source.exists():
-        raise UserError(f"{source}: no such file or folder")
+        raise UserError(f"{source}: no such file or folder" + (" (a broken link)" if source.is_symlink() else ""))
+    if not source.is_dir() and not source.is_file():
+        raise UserError(f"{source}: not a regular file or folder (a pipe, device or socket); give a file or a folder")
     output = Path(output_path) if output_path else None
-    if source.is_file():
-        prediction = classifier.predict(source)
-        print(format_prediction(prediction, segments))
-        if output:
+    if output and source.is_file():
+        if output.suffix not in SINGLE_FORMATS:
+            raise UserError(f"{output}: output format must be {', '.join(SINGLE_FORMATS)}")
+        check_writable(output)  # now, not after the work is done
+    classifier = GenreClassifier.from_checkpoint(model_path)
+    if source.is_dir():
+        return label_folder(classifier, source, output, segments, batch_size)
+    prediction = classifier.predict(source)
+    print(format_prediction(prediction, segments))
+    if prediction.warning:
+        print(f"warning: {prediction.warning}", file=sys.stderr)
+    if output:
+        try:
             write_single(prediction, output, segments)
-        return False
-    return label_folder(classifier, source, output, segments, batch_size)
+        except OSError as err:
+            raise UserError(f"{output}: cannot be written ({err.strerror})") from None
+    return False
 
 
 def label_folder(
@@ -233,25 +220,53 @@ def label_folder(
 ) -> bool:
     from tqdm import tqdm
 
-    files, ignored = audio_files(folder)
-    table = ResultTable(output, classifier.genres, segments) if output else None
-    todo = [p for p in files if not table or str(p) not in table.done]
-    skipped = f", {len(files) - len(todo)} already done" if len(todo) < len(files) else ""
+    columns = ["path", "genre", *classifier.genres, "duration_s", "error", "warning"] + ["segments"] * segments
+    table = ResultTable(output, columns) if output else None
+    files, ignored, skipped = audio_files(folder)
+    warn_skipped(skipped)
+    todo = [Path(key) for key in table.todo(str(p) for p in files)] if table else files
+    skipped_note = f", {len(files) - len(todo)} already done" if len(todo) < len(files) else ""
     print(
-        f"{len(todo)} audio files to label in {folder}{skipped}"
+        f"{len(todo)} audio files to label in {folder}{skipped_note}"
         + (f" ({ignored} non-audio ignored)" if ignored else "")
     )
-    failures, started = 0, time.perf_counter()
+    failures, warnings, started = 0, 0, time.perf_counter()
     bar = tqdm(classifier.predict_many(todo, batch_size), total=len(todo), unit="file", file=sys.stderr)
     for path, prediction, error in bar:
         failures += error is not None
+        warnings += bool(prediction and prediction.warning)
         if table:
-            table.add(str(path), prediction, error)
+            table.add(result_row(path, prediction, error, segments))
         else:
-            bar.write(f"{path}\t{prediction.genre if prediction else 'error: ' + error}")
+            warning = f"\twarning: {prediction.warning}" if prediction and prediction.warning else ""
+            bar.write(f"{path}\t" + (f"error: {error}" if error else prediction.genre + warning))
     rate = len(todo) / max(time.perf_counter() - started, 1e-9)
     print(
-        f"labelled {len(todo) - failures} files, {failures} failed, {rate:.1f} files/s"
+        f"labelled {len(todo) - failures} files, {failures} failed"
+        + (f", {warnings} with a warning (cut off?)" if warnings else "")
+        + f", {rate:.1f} files/s"
         + (f" -> {output}" if output else "")
     )
     return failures > 0
+
+
+def result_row(path: Path, prediction: Prediction | None, error: str | None, segments: bool) -> dict:
+    """One file's row of a folder run: its genre and every genre's probability, or why there is none."""
+    row = {"path": str(path), "error": error or ""}
+    if prediction:
+        row |= {"genre": prediction.genre, "duration_s": round(prediction.duration_s, 3), **prediction.probabilities}
+        row["warning"] = prediction.warning or ""
+        if segments:
+            row["segments"] = [vars(s) for s in prediction.segments]
+    return row
+
+
+def _checkpoint_problem(err: Exception) -> str:
+    """The line of torch's load_state_dict error that names the problem ("size mismatch for head.1.weight ...")."""
+    while isinstance(err, InstantiationException) and err.__cause__:
+        err = err.__cause__
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[1] if len(lines) > 1 and "state_dict" in lines[0] else first_line(err)
+    if isinstance(err, KeyError):
+        text = f"no {text} in its hyper-parameters"
+    return text if len(text) <= 200 else text[:197] + "..."

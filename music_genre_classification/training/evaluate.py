@@ -12,8 +12,8 @@ from music_genre_classification.data.datamodule import GenreDataModule
 from music_genre_classification.data.dataset import DataError
 from music_genre_classification.data.feature_data import FeatureDataModule
 from music_genre_classification.data.fetch import ensure_data
-from music_genre_classification.models.predictors import checkpoint_kind, predictor, track_probabilities
-from music_genre_classification.serving.inference import load_checkpoint
+from music_genre_classification.models.predictors import checkpoint_kind, track_probabilities
+from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 from music_genre_classification.training.plots import plot_confusion
 
 
@@ -109,6 +109,8 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
         aligned = [m.aligned(ids, model.genres) for m in members]
         probs = sum(w * probs for w, (_, probs) in zip(model.weights, aligned))
         return ClipScores(ids, aligned[0][0], probs, model.genres)
+    if "datamodule" not in (hp.get("run_config") or {}):
+        raise UserError("the checkpoint holds no run config (datamodule) to find its data; is it from `train`?")
     saved = {k: v for k, v in hp["run_config"]["datamodule"].items() if k != "_target_"}
     settings = saved | {k: v for k, v in data.items() if v is not None}
     ensure_data(settings["root"], data_cfg)
@@ -125,10 +127,11 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
 
 def test(checkpoint: str, overrides: list[str]) -> dict:
     ckpt = load_checkpoint(checkpoint)
+    model = GenreClassifier.from_checkpoint(checkpoint).model  # a damaged checkpoint is one line, before any work
     cfg = compose("test", overrides)
     split = build(cfg.split) if cfg.get("split") else None
     data = to_dict(cfg.datamodule)
-    scores = clip_scores(ckpt, predictor(ckpt), "test", data, cfg.data, split)
+    scores = clip_scores(ckpt, model, "test", data, cfg.data, split)
     if not scores.ids:
         raise DataError("no test clip to score")
     genres = list(ckpt["hyper_parameters"]["genres"])

@@ -1,0 +1,171 @@
+"""Folder jobs (infer, features, ...): the audio files below a folder, and a resumable table of one row per file."""
+
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from music_genre_classification.config import UserError
+from music_genre_classification.data.audio import is_audio_file
+
+TABLE_FORMATS = (".csv", ".jsonl")
+
+
+class Listing(NamedTuple):
+    audio: list[Path]  # resolved, sorted, each file once however many links lead to it
+    ignored: int  # other files (not audio by their extension)
+    skipped: list[str]  # what could not be looked at, and why: broken links, link loops, unreadable folders
+
+
+def audio_files(folder: Path) -> Listing:
+    """Audio files below `folder`, recursively, following links to files and folders (each folder visited once)."""
+    audio, ignored, skipped, visited = set(), 0, [], set()
+
+    def unreadable(err: OSError) -> None:
+        skipped.append(f"{err.filename}: cannot be read ({err.strerror})")
+
+    for root, folders, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        info = os.stat(root)
+        if (info.st_dev, info.st_ino) in visited:  # a link back into a folder already listed
+            skipped.append(f"{root}: a link to a folder already listed (a loop?)")
+            folders.clear()
+            continue
+        visited.add((info.st_dev, info.st_ino))
+        for name in names:
+            path = Path(root, name)
+            if not is_audio_file(path):
+                ignored += 1
+                continue
+            try:
+                real = path.resolve(strict=True)
+            except FileNotFoundError:
+                skipped.append(f"{path}: a broken link")
+                continue
+            except (OSError, RuntimeError) as err:  # links that lead back to themselves
+                skipped.append(f"{path}: cannot be read ({getattr(err, 'strerror', None) or 'a loop of links'})")
+                continue
+            if real.is_file():
+                audio.add(real)
+            else:
+                skipped.append(f"{path}: not a regular file (a pipe, device or socket)")
+    return Listing(sorted(audio), ignored, skipped)
+
+
+def warn_skipped(skipped: list[str], shown: int = 10) -> None:
+    """What a folder listing could not look at, on stderr: a few lines, then a count."""
+    for problem in skipped[:shown]:
+        print(f"warning: skipped {problem}", file=sys.stderr)
+    if len(skipped) > shown:
+        print(f"warning: skipped {len(skipped) - shown} more entries that cannot be read", file=sys.stderr)
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, before any work, if `path` cannot be written: a missing folder, a folder, no permission."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give a file name for the output")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: the folder {path.parent} does not exist")
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as err:
+        raise UserError(f"{path}: cannot be written ({err.strerror})") from None
+    if not existed:
+        path.unlink()
+
+
+class ResultTable:
+    """Rows of a folder job in .csv or .jsonl, one per file, matched by `key` (the file's resolved path).
+
+    A rerun with the same output does only what is left: rows without an `error` are done; failed files are tried
+    again. Each row is written with one write() call, and on reading only whole rows count, so a run killed
+    mid-row loses nothing but that row, which the next run redoes. Rows of files outside this run's folder stay.
+    """
+
+    def __init__(self, path: Path, columns: list[str], key: str = "path"):
+        if path.suffix not in TABLE_FORMATS:
+            raise UserError(f"{path}: a folder's results go to {' or '.join(TABLE_FORMATS)}")
+        check_writable(path)
+        self.path, self.columns, self.key = path, list(columns), key
+        rows, damaged = self._read()
+        if damaged:
+            print(f"warning: {path}: {damaged} damaged row(s) dropped (a run cut off mid-row); their files are redone")
+        self.done = {k for k, row in rows.items() if not row.get("error")}
+        self.failed = set(rows) - self.done
+        self._rewrite(rows.values())  # whole rows only, one per key
+
+    def todo(self, keys: Iterable[str]) -> list[str]:
+        """The keys still to do, in order; their failed rows are removed now, to be written anew."""
+        todo = [k for k in keys if k not in self.done]
+        retried = self.failed.intersection(todo)
+        if retried:
+            rows, _ = self._read()
+            self._rewrite(row for k, row in rows.items() if k not in retried)
+            self.failed -= retried
+        return todo
+
+    def add(self, row: dict) -> None:
+        self.add_rows([row])
+
+    def add_rows(self, rows: list[dict]) -> None:
+        """Rows of one file (e.g. its 3-s chunks) in one write, so that a cut-off run never leaves half a file."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            data = self._encode(rows)
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
+        for row in rows:
+            (self.failed if row.get("error") else self.done).add(row[self.key])
+
+    def _encode(self, rows: Iterable[dict], header: bool = False) -> bytes:
+        if self.path.suffix == ".jsonl":
+            return "".join(json.dumps({c: row.get(c, "") for c in self.columns}) + "\n" for row in rows).encode()
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        if header:
+            writer.writerow(self.columns)
+        # lists and dicts (a timeline of segments) go into a CSV cell as JSON
+        writer.writerows([_cell(row.get(c, "")) for c in self.columns] for row in rows)
+        return text.getvalue().encode()
+
+    def _read(self) -> tuple[dict[str, dict], int]:
+        """Whole rows by key (the last one wins) and how many damaged ones were dropped."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return {}, 0
+        text = self.path.read_bytes().decode(errors="replace")
+        cut = not text.endswith("\n")  # the last row was cut off mid-write
+        if self.path.suffix == ".jsonl":
+            lines = [line for line in text.splitlines()[: -1 if cut else None] if line.strip()]
+            rows, damaged = [], int(cut)
+            for line in lines:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+                ok = isinstance(row, dict) and row.get(self.key)
+                rows += [row] if ok else []
+                damaged += not ok
+        else:
+            records = list(csv.reader(io.StringIO(text)))
+            if not records or records[0] != self.columns:
+                raise UserError(f"{self.path}: has other columns than this job's; choose a new output file")
+            key = self.columns.index(self.key)
+            whole = [r for r in records[1 : -1 if cut else None] if len(r) == len(self.columns) and r[key]]
+            rows, damaged = [dict(zip(self.columns, r)) for r in whole], len(records) - 1 - len(whole)
+        return {row[self.key]: row for row in rows}, damaged
+
+    def _rewrite(self, rows: Iterable[dict]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(self._encode(rows, header=True))
+        tmp.replace(self.path)
+
+
+def _cell(value: object) -> object:
+    return json.dumps(value) if isinstance(value, list | dict) else value

@@ -1,0 +1,160 @@
+"""Hostile input: a folder of broken, odd and misleading audio files, each with what every entry point must do.
+
+`write_hostile(folder)` writes the files and returns the cases. An entry point (Python API, `infer`, `test`, the
+bot, an HTTP server...) turns its answer for a file into an `Outcome`, and `check` holds it to the contract:
+a genre for audio that is there (and never more seconds than there are), a warning for a file cut off, a one-line
+error naming the problem otherwise, and never a traceback.
+"""
+
+import io
+import os
+import shutil
+import subprocess
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from conftest import SR, encode, tone
+
+from music_genre_classification.data.audio import MIN_DURATION_S
+
+SECONDS = max(12.0, 2.5 * MIN_DURATION_S)  # long enough that a file cut in half still holds audio to judge
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str  # path inside the folder
+    expect: str  # "genre", "cut" (a genre and a warning), "error", "any" (a genre or an error), "unlisted"
+    says: str = ""  # "genre"/"cut": the genre ("" for any); "error"/"unlisted": words of the message
+    seconds: float = 0.0  # audio really there: no answer may claim more
+
+
+@dataclass
+class Outcome:
+    kind: str  # "genre", "error" or "skipped" (left out of a folder's listing, with a warning)
+    genre: str = ""
+    duration_s: float = 0.0
+    warning: str = ""
+    message: str = ""
+
+
+def check(case: Hostile, outcome: Outcome, where: str) -> None:
+    what = f"{where}: {case.name!r} expected {case.expect} {case.says!r}, got {outcome}"
+    assert "Traceback" not in outcome.message + outcome.warning, what
+    assert "\n" not in outcome.message.strip() and "\n" not in outcome.warning.strip(), what
+    if outcome.kind == "genre":
+        assert outcome.duration_s <= case.seconds + 0.05, what  # never a prediction for audio that is not there
+    if case.expect in ("genre", "cut"):  # says "" for any genre: the toy model is fragile on lossy or 8-kHz audio
+        assert outcome.kind == "genre" and outcome.genre == (case.says or outcome.genre), what
+        assert bool(outcome.warning) == (case.expect == "cut"), what
+    if case.expect == "cut":
+        assert MIN_DURATION_S <= outcome.duration_s < SECONDS - 0.5, what
+    elif case.expect == "error":
+        assert outcome.kind == "error" and case.says.lower() in outcome.message.lower(), what
+    elif case.expect == "any":
+        assert outcome.kind in ("genre", "error"), what
+    elif case.expect == "unlisted":
+        assert outcome.kind in ("skipped", "error"), what
+
+
+def write_hostile(folder: Path) -> list[Hostile]:
+    folder.mkdir(parents=True, exist_ok=True)
+    cases, rng = [], np.random.default_rng(12)
+    music = tone("low", 1, SECONDS)
+
+    def add(name: str, data: bytes, expect: str, says: str = "", seconds: float = 0.0) -> None:
+        (folder / name).write_bytes(data)
+        cases.append(Hostile(name, expect, says, seconds))
+
+    # audio that is fine, however odd its encoding, rate, channels or name
+    for name, subtype in [
+        ("8bit.wav", "PCM_U8"),
+        ("24bit.wav", "PCM_24"),
+        ("int32.wav", "PCM_32"),
+        ("f64.wav", "DOUBLE"),
+        ("ulaw.wav", "ULAW"),
+    ]:
+        add(name, encode(music, "WAV", subtype), "genre", "low", SECONDS)
+    for rate in (96000, 44101):  # 44101 Hz: an exact resampling kernel would take 16 GB
+        add(f"rate{rate}.wav", encode(tone("low", 2, 6, sr=rate), "WAV", sr=rate), "genre", "low", 6)
+    add("rate8000.wav", encode(tone("low", 2, 6, sr=8000), "WAV", sr=8000), "genre", "", 6)  # no noise floor: any genre
+    add("six_channels.flac", encode(np.stack([tone("mid", 3, 6)] * 6, axis=1), "FLAC"), "genre", "mid", 6)
+    add("tail 1.2 s after 30 s.ogg", encode(tone("mid", 4, 31.2), "OGG"), "genre", "", 31.2)
+    for name in ("spaces and ünïcode.flac", "-starts-with-dash.wav", "pipe:0.wav", "new\nline.wav"):
+        add(name, encode(tone("high", 5, 5), "WAV"), "genre", "high", 5)
+    long = np.zeros(600 * SR, np.float32)  # ten minutes, small as FLAC: a tone, then silence
+    long[: 20 * SR] = tone("mid", 5, 20)
+    add("ten_minutes.flac", encode(long, "FLAC"), "genre", "", 600)
+    unknown = bytearray(encode(tone("mid", 6, 6), "WAV"))
+    unknown[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # data size "unknown", as streaming writers leave it
+    add("unknown_size.wav", bytes(unknown), "genre", "mid", 6)
+
+    # nothing, or not audio at all
+    for ext in ("wav", "mp3", "flac", "ogg", "m4a"):
+        add(f"empty.{ext}", b"", "error", "empty file")
+    for ext in ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aiff", "au"):
+        add(f"random.{ext}", rng.integers(0, 256, 30000, dtype=np.uint8).tobytes(), "error", "")
+    add("image.mp3", b"\x89PNG\r\n\x1a\n" + rng.integers(0, 256, 2000, dtype=np.uint8).tobytes(), "error", "PNG image")
+    add("notes.wav", b"these are my notes, not a song\n" * 20, "error", "text file")
+    add("id3_only.mp3", b"ID3\x04\x00\x00\x00\x00\x00\x00", "error", "")
+
+    # samples that are no music: silence, noise, NaN, absurd values, too short, absurd sample rate
+    add("silence.wav", encode(np.zeros(5 * SR, np.float32), "WAV"), "error", "silent")
+    add("white_noise.wav", encode(0.3 * rng.standard_normal(5 * SR).astype(np.float32), "WAV"), "error", "noise")
+    nan = tone("low", 7, 5)
+    nan[SR : 2 * SR] = np.nan
+    add("nan.wav", encode(nan, "WAV", "FLOAT"), "error", "NaN")
+    inf = tone("low", 7, 5)
+    inf[100] = np.inf
+    add("inf.wav", encode(inf, "WAV", "FLOAT"), "error", "infinite")
+    add("huge_values.wav", encode(tone("low", 8, 5) * 1e30, "WAV", "FLOAT"), "error", "out of range")
+    add("too_short.wav", encode(tone("low", 9, MIN_DURATION_S - 0.3), "WAV"), "error", "too short")
+    add("rate1000.wav", _raw_wav(tone("low", 9, 5, sr=1000), 1000), "error", "sample rate")
+
+    # cut off (an unfinished download) or damaged: only the audio there may be judged, with a warning
+    for fmt, ext, subtype in [("WAV", "wav", None), ("FLAC", "flac", None), ("MP3", "mp3", None), ("OGG", "ogg", None)]:
+        whole = encode(music, fmt, subtype)
+        kept, lossless = 0.55, fmt in ("WAV", "FLAC")  # the toy model's genre survives lossless coding only
+        add(f"cut.{ext}", whole[: int(len(whole) * kept)], "cut", "low" if lossless else "", SECONDS * kept + 0.5)
+        add(f"cut_to_nothing.{ext}", whole[: max(int(len(whole) * 0.02), 60)], "error", "")
+        damaged = bytearray(whole)
+        middle = len(damaged) // 2
+        damaged[middle : middle + 4000] = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()
+        add(f"damaged_middle.{ext}", bytes(damaged), "any", "", SECONDS)
+    add("header_only.wav", encode(music, "WAV")[:44], "error", "cut off")
+    if shutil.which("ffmpeg"):
+        wav = folder / "_source.wav"
+        wav.write_bytes(encode(music, "WAV"))
+        for name, flags in [("whole.m4a", []), ("faststart.m4a", ["-movflags", "+faststart"])]:
+            command = ["ffmpeg", "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", *flags, str(folder / name)]
+            subprocess.run(command, check=True)
+        wav.unlink()
+        m4a = (folder / "whole.m4a").read_bytes()
+        (folder / "whole.m4a").unlink()
+        add("cut_index_at_end.m4a", m4a[: len(m4a) // 2], "error", "moov atom")
+        fast = (folder / "faststart.m4a").read_bytes()
+        (folder / "faststart.m4a").unlink()
+        add("cut_faststart.m4a", fast[: int(len(fast) * 0.55)], "cut", "", SECONDS * 0.55 + 0.5)
+
+    # links: to a file (labelled once, as that file), broken, looping, and a folder linking back up
+    os.symlink("8bit.wav", folder / "link_to_8bit.wav")
+    cases.append(Hostile("link_to_8bit.wav", "genre", "low", SECONDS))
+    os.symlink("missing.wav", folder / "broken_link.wav")
+    cases.append(Hostile("broken_link.wav", "unlisted", "broken link"))
+    os.symlink("loop.wav", folder / "loop.wav")
+    cases.append(Hostile("loop.wav", "unlisted", "loop"))
+    (folder / "sub").mkdir()
+    os.symlink("..", folder / "sub" / "up")
+    return cases
+
+
+def _raw_wav(samples: np.ndarray, rate: int) -> bytes:
+    """A 16-bit WAV at any rate, written by hand: soundfile refuses rates it finds absurd."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()

@@ -1,0 +1,255 @@
+"""The hostile-input contract (tests/hostile.py) held for every entry point, and folder runs killed and resumed.
+
+An entry point is a runner: (trained model, folder, cases) -> {file name: Outcome}. Adding one (`serve`, `features`)
+is writing its runner and one line in RUNNERS.
+"""
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from conftest import REPO, SR, bot_process, run_cli, tone, without_rights, write_gtzan
+from hostile import Hostile, Outcome, check, write_hostile
+
+from music_genre_classification.config import UserError
+from music_genre_classification.data.audio import MIN_DURATION_S, AudioError
+from music_genre_classification.serving.folder import audio_files, check_writable
+from music_genre_classification.serving.inference import GenreClassifier
+
+DECODER_CHATTER = re.compile(r"^(Note: |Warning: |\[src/libmpg123)", re.M)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> tuple[Path, list[Hostile]]:
+    folder = tmp_path_factory.mktemp("hostile") / "library"
+    return folder, write_hostile(folder)
+
+
+def python_api(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Outcome]:
+    classifier = GenreClassifier.from_checkpoint(trained["checkpoint"], device="cpu")
+    outcomes = {}
+    for case in cases:
+        try:
+            p = classifier.predict(folder / case.name)
+            outcomes[case.name] = Outcome("genre", p.genre, p.duration_s, p.warning or "")
+        except AudioError as err:
+            outcomes[case.name] = Outcome("error", message=str(err).replace(str(folder / case.name), "FILE"))
+    return outcomes
+
+
+def infer_folder(trained: dict, folder: Path, cases: list[Hostile], suffix: str) -> dict[str, Outcome]:
+    out = folder.parent / f"labels{suffix}"
+    result = run_cli("infer", "--model_path", str(trained["checkpoint"]), "--audio_path", str(folder),
+                     "--output_path", str(out), "--segments", cwd=folder.parent)  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]  # some files failed, and the exit code says so
+    assert "Traceback" not in result.stderr and not DECODER_CHATTER.search(result.stderr), result.stderr[-3000:]
+    if suffix == ".csv":
+        rows = list(csv.DictReader(open(out, newline="")))
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len({r["path"] for r in rows}) == len(rows), "one row per file"
+    by_path = {r["path"]: r for r in rows}
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("warning: skipped ")]
+    assert any("sub/up" in line for line in skipped), skipped  # the folder linking back up is named
+    outcomes = {}
+    for case in cases:
+        row = by_path.get(os.path.realpath(folder / case.name))
+        if row is None:
+            named = any(str(folder / case.name) in line for line in skipped)
+            outcomes[case.name] = Outcome("skipped" if named else "missing")
+        elif row["error"]:
+            outcomes[case.name] = Outcome("error", message=row["error"].replace(str(folder / case.name), "FILE"))
+        else:
+            segments = json.loads(row["segments"]) if suffix == ".csv" else row["segments"]
+            duration = float(row["duration_s"])
+            assert segments[0]["start_s"] == 0 and abs(segments[-1]["end_s"] - duration) < 0.01, row
+            assert all(s["end_s"] - s["start_s"] >= MIN_DURATION_S for s in segments), row  # no sliver of its own
+            outcomes[case.name] = Outcome("genre", row["genre"], duration, row["warning"])
+    return outcomes
+
+
+SINGLE_FILES = ("cut.mp3", "random.mp3", "image.mp3", "broken_link.wav", "new\nline.wav")
+
+
+def infer_file(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Outcome]:
+    """`infer` on one file at a time (a few kinds: each is a new process)."""
+    outcomes = {}
+    for case in [c for c in cases if c.name in SINGLE_FILES]:
+        result = run_cli("infer", "--model_path", str(trained["checkpoint"]), "--audio_path", case.name, cwd=folder)
+        lines = result.stderr.strip().splitlines()
+        if result.returncode:
+            assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+            outcomes[case.name] = Outcome("error", message=lines[0])
+        else:
+            genre, seconds = re.match(r"genre: (\w+)\s+\(([\d.]+) s\)", result.stdout).groups()
+            warnings = [line for line in lines if line.startswith("warning: ")]
+            assert len(warnings) == len(lines) <= 1, result.stderr
+            outcomes[case.name] = Outcome("genre", genre, float(seconds) - 0.05, "".join(warnings))
+    return outcomes
+
+
+def bot(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Outcome]:
+    """Each file sent to the bot as a document by a user of its own; the reply read back."""
+    files = [c for c in cases if (folder / c.name).is_file() and not (folder / c.name).is_symlink()]
+    tmp = folder.parent / "bot_tmp"
+    tmp.mkdir(exist_ok=True)
+    outcomes = {}
+    with bot_process(trained["checkpoint"], tmp) as api:
+        chats = {}
+        for i, case in enumerate(files):
+            file = api.add_file((folder / case.name).read_bytes(), f"documents/hostile_{i}")
+            chats[case.name] = 1000 + i
+            api.send((1000 + i, {"document": {**file, "file_name": case.name, "mime_type": "audio/mpeg"}}))
+        for case in files:
+            reply = api.replies(chats[case.name], timeout=120)[0]
+            assert "/tmp" not in reply and str(folder) not in reply and "went wrong" not in reply, reply
+            if reply.startswith("I cannot classify"):
+                outcomes[case.name] = Outcome("error", message=reply)
+            else:
+                genre, minutes, seconds = re.match(r"<b>(\w+)</b> \((\d+):(\d\d)\)", reply).groups()
+                warning = reply.split("⚠ ", 1)[1] if "⚠ " in reply else ""
+                outcomes[case.name] = Outcome("genre", genre, 60 * int(minutes) + int(seconds) - 0.5, warning)
+    assert list(tmp.iterdir()) == []  # no temporary file left behind, whatever came in
+    return outcomes
+
+
+RUNNERS = {
+    "python": python_api,
+    "infer folder csv": lambda trained, folder, cases: infer_folder(trained, folder, cases, ".csv"),
+    "infer folder jsonl": lambda trained, folder, cases: infer_folder(trained, folder, cases, ".jsonl"),
+    "infer file": infer_file,
+    "bot": bot,
+}
+
+
+@pytest.mark.parametrize("entry_point", RUNNERS)
+def test_hostile_files_get_a_genre_a_warning_or_one_line_error(trained, hostile, entry_point):
+    folder, cases = hostile
+    outcomes = RUNNERS[entry_point](trained, folder, cases)
+    assert outcomes, "the runner looked at no file"
+    for case in cases:
+        if case.name in outcomes:
+            check(case, outcomes[case.name], entry_point)
+        if case.name.startswith("new\n") and case.name in outcomes:
+            assert outcomes[case.name].kind == "genre"  # a newline in a name is no reason to fail
+
+
+def test_test_command_skips_hostile_clips_with_one_warning(trained, hostile, tmp_path):
+    folder, cases = hostile
+    root = write_gtzan(tmp_path / "data", clips_per_genre=2, seconds=5)
+    regular = [c for c in cases if (folder / c.name).is_file() and not (folder / c.name).is_symlink()]
+    for case in regular:
+        (root / "mid" / case.name).write_bytes((folder / case.name).read_bytes())
+    result = run_cli("test", str(trained["checkpoint"]), f"datamodule.root={root}", "split=all", cwd=tmp_path)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert not DECODER_CHATTER.search(result.stderr + result.stdout)
+    bad, unsure = ([c for c in regular if c.expect == kind] for kind in ("error", "any"))
+    skipped = re.search(r"skipped (\d+) unreadable clip\(s\): (.*)", result.stdout)
+    assert len(bad) <= int(skipped[1]) <= len(bad) + len(unsure)
+    assert all(f"{c.name} (" in skipped[2] for c in bad if "\n" not in c.name)
+    clips = int(re.search(r"clips (\d+) ", result.stdout)[1])
+    assert clips == 6 + len(regular) - int(skipped[1])  # 6: two good clips per genre
+
+
+def test_bad_python_waveforms_are_refused_or_read_right(trained):
+    classifier = GenreClassifier.from_checkpoint(trained["checkpoint"], device="cpu")
+    wave = tone("low", 3, 6, sr=44100)
+    with pytest.raises(AudioError, match="sample rate"):  # no guessing 22050 Hz
+        classifier.predict(wave)
+    channels_first = classifier.predict(wave[None].repeat(2, 0), sample_rate=44100)  # [channels, samples]
+    assert channels_first.genre == "low" and abs(channels_first.duration_s - 6) < 0.01
+    as_int16 = classifier.predict((wave * 32767).astype("int16"), sample_rate=44100)
+    assert as_int16.genre == "low"
+    for bad, words in [(wave[None, None], "shape"), (wave.astype(str), "numbers"), (wave[:100], "too short")]:
+        with pytest.raises(AudioError, match=words):
+            classifier.predict(bad, sample_rate=44100)
+
+
+# --- resumption: kill, damage, resume -------------------------------------------------------------------------------
+
+
+def write_library(folder: Path, count: int, seconds: float = 5.0) -> list[Path]:
+    folder.mkdir(parents=True)
+    paths = [folder / f"clip{i:03d}.wav" for i in range(count)]
+    for i, path in enumerate(paths):
+        sf.write(path, tone(["low", "mid", "high"][i % 3], 300 + i, seconds), SR)
+    return paths
+
+
+def infer_args(trained: dict, audio: str | Path, out: str | Path) -> list[str]:
+    return ["infer", "--model_path", str(trained["checkpoint"]), "--audio_path", str(audio), "--output_path", str(out)]
+
+
+def read_rows(out: Path) -> list[dict]:
+    if out.suffix == ".csv":
+        return list(csv.DictReader(open(out, newline="")))
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_folder_run_killed_mid_run_resumes_without_losing_or_repeating_a_row(trained, tmp_path, suffix):
+    paths = write_library(tmp_path / "library", 60)
+    out = tmp_path / f"labels{suffix}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "music_genre_classification.commands", *infer_args(trained, "library", out)]
+    process = subprocess.Popen(command + ["--batch_size", "1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if out.is_file() and out.read_bytes().count(b"\n") >= 4:  # (a header and) a few rows written
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done = read_rows(out)
+    assert 0 < len(done) < len(paths)
+    with open(out, "ab") as f:  # as if killed in the middle of writing the next row
+        f.write(b"/x/half a row," if suffix == ".csv" else b'{"path": "/x/half a row", "gen')
+
+    resumed = run_cli(*infer_args(trained, tmp_path / "library", out), cwd=tmp_path)  # absolute this time
+    assert resumed.returncode == 0 and "Traceback" not in resumed.stderr, resumed.stderr[-3000:]
+    assert "1 damaged row(s) dropped" in resumed.stdout
+    assert f"{len(paths) - len(done)} audio files to label" in resumed.stdout
+    assert f"{len(done)} already done" in resumed.stdout  # relative then absolute: the same files
+    rows = read_rows(out)
+    assert sorted(r["path"] for r in rows) == sorted(str(p.resolve()) for p in paths)
+    assert all(r["genre"] and not r["error"] for r in rows)
+    assert {r["path"]: r for r in rows}.keys() >= {r["path"] for r in done}
+
+
+def test_one_output_for_two_folders_keeps_both_folders_rows(trained, tmp_path):
+    first, second = write_library(tmp_path / "a", 2), write_library(tmp_path / "b", 1)
+    (tmp_path / "a" / "broken.mp3").write_bytes(b"ID3" + b"\x00" * 500)
+    out = tmp_path / "labels.csv"
+    assert run_cli(*infer_args(trained, tmp_path / "a", out), cwd=tmp_path).returncode == 1
+    assert run_cli(*infer_args(trained, tmp_path / "b", out), cwd=tmp_path).returncode == 0
+    rows = {Path(r["path"]).name: r for r in read_rows(out)}
+    assert set(rows) == {p.name for p in first + second} | {"broken.mp3"}  # the old failure is still recorded
+    assert rows["broken.mp3"]["error"] and len(read_rows(out)) == 4
+
+
+def test_unreadable_files_folders_and_outputs_are_named(trained):
+    classifier = GenreClassifier.from_checkpoint(trained["checkpoint"], device="cpu")
+    classifier.predict(tone("low", 1, 5), sample_rate=SR)  # everything imported before the rights go
+    with without_rights() as folder:
+        write_library(folder / "music", 2)
+        (folder / "music" / "locked").mkdir()
+        (folder / "music" / "locked").chmod(0)
+        (folder / "music" / "clip001.wav").chmod(0)
+        (folder / "readonly").mkdir(mode=0o555)
+        listing = audio_files(folder / "music")
+        assert [p.name for p in listing.audio] == ["clip000.wav", "clip001.wav"]
+        assert [s for s in listing.skipped if "locked: cannot be read (Permission denied)" in s], listing.skipped
+        with pytest.raises(AudioError, match=r"clip001.wav: cannot be read \(Permission denied\)"):
+            classifier.predict(folder / "music" / "clip001.wav")
+        with pytest.raises(UserError, match=r"cannot be written \(Permission denied\)"):
+            check_writable(folder / "readonly" / "labels.csv")
