@@ -98,14 +98,14 @@ def _split(run: dict) -> list[dict]:
 def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio, trained, tmp_path):
     assert _split(on_audio) == _split(trained)  # the same clips in the same parts as the CNN's run
     classifier = GenreClassifier.from_checkpoint(on_audio["checkpoint"])
-    assert classifier.predict(tone("high", 3, seconds=5, sr=44100), sample_rate=44100).genre == "high"
+    assert classifier.predict(tone("high", 3, seconds=5), sample_rate=SR).genre == "high"
 
     track = np.concatenate([tone(g, i, seconds=30) for i, g in enumerate(["low", "mid", "high"])])
-    prediction = classifier.predict(track)  # trained on 4-s clips, it is sure of low and high only
+    prediction = classifier.predict(track, sample_rate=SR)  # trained on 4-s clips, it is sure of low and high only
     assert [(s.start_s, s.end_s) for s in prediction.segments] == [(0, 30), (30, 60), (60, 90)]
     assert prediction.segments[0].genre == "low" and prediction.segments[-1].genre == "high"
     middle = prediction.segments[1]  # each window is scored as that stretch of audio alone
-    alone = classifier.predict(track[30 * SR : 60 * SR])
+    alone = classifier.predict(track[30 * SR : 60 * SR], sample_rate=SR)
     assert abs(alone.probabilities[middle.genre] - middle.probability) < 1e-4  # segments show 4 decimals
 
     library = tmp_path / "library"
@@ -117,7 +117,7 @@ def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "labels.csv")))
     assert [r["genre"] for r in rows] == ["high", "low", "mid"]  # sorted paths: high/, low/, mid/
-    assert list(rows[0]) == ["path", "genre", *GENRES, "duration_s", "error"]
+    assert list(rows[0]) == ["path", "genre", *GENRES, "duration_s", "error", "warning"]  # as for a CNN
 
     other = write_gtzan(tmp_path / "other", clips_per_genre=3, seconds=6)
     result = run_cli("test", str(on_audio["checkpoint"]), f"datamodule.root={other}", "split=all", cwd=tmp_path)
