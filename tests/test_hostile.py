@@ -121,12 +121,67 @@ def bot(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Outcome]
     return outcomes
 
 
+def features(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Outcome]:
+    """The `features` command on the folder: a row (judged as a "genre": the table has none) or one error line."""
+    out = folder.parent / "features.csv"
+    result = run_cli("features", "--audio_path", str(folder), "--output_path", str(out), cwd=folder.parent)
+    assert result.returncode == 1, result.stderr[-3000:]  # some files failed, and the exit code says so
+    assert "Traceback" not in result.stderr and not DECODER_CHATTER.search(result.stderr), result.stderr[-3000:]
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert len({r["filename"] for r in rows}) == len(rows), "one row per file"
+    lines = [line for line in result.stderr.splitlines() if line.startswith(("error: ", "warning: "))]
+    outcomes = {}
+    for case in cases:
+        path, name = str(folder / case.name), Path(case.name).name
+        said = [line for line in lines if path in line or os.path.realpath(path) in line]
+        row = next((r for r in rows if r["filename"] == name), None)
+        if case.says == "noise":  # noise is audio: its features are well defined (a model refuses to judge it)
+            assert row is not None, case
+        elif row is not None:
+            warning = "".join(line for line in said if line.startswith("warning: "))
+            outcomes[case.name] = Outcome("genre", case.says, int(row["length"]) / SR, warning)
+        elif any(line.startswith("warning: skipped") for line in said):
+            outcomes[case.name] = Outcome("skipped")
+        elif said:
+            assert len(said) == 1, said
+            outcomes[case.name] = Outcome("error", message=said[0].replace(path, "FILE"))
+    return outcomes
+
+
+def serve(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Outcome]:
+    """Each regular file uploaded to the real `serve` command: 200 with a genre, or 400/415 with one JSON error."""
+    import httpx
+    from conftest import Server
+
+    server = Server(folder.parent / "serve", "--model_path", str(trained["checkpoint"]))
+    outcomes = {}
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            for case in [c for c in cases if (folder / c.name).is_file() and not (folder / c.name).is_symlink()]:
+                with open(folder / case.name, "rb") as f:
+                    answer = client.post("/predict", files={"file": (Path(case.name).name, f)})
+                body = answer.json()
+                if answer.status_code == 200:
+                    warning = body.get("warning", "")
+                    outcomes[case.name] = Outcome("genre", body["genre"], body["duration_s"], warning)
+                else:
+                    assert answer.status_code in (400, 413, 415), (case.name, answer.status_code, body)
+                    outcomes[case.name] = Outcome("error", message=body["error"])
+        assert server.uploads() == []  # temporary files removed, whatever came in
+    finally:
+        server.stop()
+    return outcomes
+
+
 RUNNERS = {
     "python": python_api,
     "infer folder csv": lambda trained, folder, cases: infer_folder(trained, folder, cases, ".csv"),
     "infer folder jsonl": lambda trained, folder, cases: infer_folder(trained, folder, cases, ".jsonl"),
     "infer file": infer_file,
     "bot": bot,
+    "features": features,
+    "serve": serve,
 }
 
 

@@ -116,7 +116,7 @@ def test_a_long_track_shows_its_timeline(server, browser, shots, tmp_path):
     ("name", "data", "message"),
     [
         ("broken.wav", b"RIFF\x24\x00\x00\x00WAVEfmt garbage", "broken.wav: not a readable audio file"),
-        ("notes.txt", b"shopping list: milk, eggs", "notes.txt: not an audio file"),
+        ("notes.txt", b"shopping list: milk, eggs", "notes.txt: is a text file"),
     ],
 )
 def test_a_bad_file_shows_a_clear_error(server, browser, shots, tmp_path, name, data, message):

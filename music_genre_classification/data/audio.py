@@ -165,12 +165,15 @@ def check_file(path: Path) -> bytes:
         raise AudioError(f"{path}: no such file" + (" (a broken link)" if path.is_symlink() else "")) from None
     except OSError as err:  # permission denied, a symlink loop, a name too long, an I/O error
         raise AudioError(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
-    kind = next((kind for magic, kind in NOT_AUDIO.items() if head.startswith(magic)), None)
-    if kind is None and _is_text(head):
-        kind = "a text file"
-    if kind:
+    if kind := not_audio(head):
         raise AudioError(f"{path}: is {kind}, not audio")
     return head
+
+
+def not_audio(head: bytes) -> str | None:
+    """What a file surely is when its first bytes say it is no audio ("a PNG image", "a text file"), else None."""
+    kind = next((kind for magic, kind in NOT_AUDIO.items() if head.startswith(magic)), None)
+    return kind or ("a text file" if _is_text(head) else None)
 
 
 def check_rate(rate: int, name: object) -> int:

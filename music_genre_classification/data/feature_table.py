@@ -52,11 +52,13 @@ def run_features(audio_path: str, output_path: str | None, segment_s: float | No
     bar = tqdm(todo, unit="file", file=sys.stderr)
     for path in bar:
         try:
-            new_rows = file_rows(path, extractor, segment_s, genres)
+            new_rows, warning = file_rows(path, extractor, segment_s, genres)
         except AudioError as err:
             failures += 1
             bar.write(f"error: {err}", file=sys.stderr)
             continue
+        if warning:  # cut off: the row holds the features of the audio really there
+            bar.write(f"warning: {warning}", file=sys.stderr)
         table.add_rows(new_rows)
         rows += len(new_rows)
     rate = len(todo) / max(time.perf_counter() - started, 1e-9)
@@ -64,19 +66,24 @@ def run_features(audio_path: str, output_path: str | None, segment_s: float | No
     return failures > 0
 
 
-def file_rows(path: Path, extractor: FeatureExtractor, segment_s: float | None, genres: list[str]) -> list[dict]:
-    """The table's rows of one file: its whole track (30-s windows pooled), or its chunks of segment_s."""
+def file_rows(
+    path: Path, extractor: FeatureExtractor, segment_s: float | None, genres: list[str]
+) -> tuple[list[dict], str | None]:
+    """The table's rows of one file (its whole track, 30-s windows pooled, or its chunks of segment_s) and the
+    decoder's warning when the file ended early."""
     label = path.parent.name if path.parent.name in genres else ""
-    windows = (wave for _, _, wave in checked_windows(decode_blocks(path, SAMPLE_RATE), SpectrogramParams(), str(path)))
+    audio = decode_blocks(path, SAMPLE_RATE)
+    windows = (wave for _, _, wave in checked_windows(audio, SpectrogramParams(), str(path)))
     if not segment_s:
         track = extractor.track(windows)
-        return [_row(path.name, track.samples, track.features(), label)]
+        return [_row(path.name, track.samples, track.features(), label)], audio.warning
     lengths, features = [], []
     for batch in _batches(segment_blocks(windows, segment_s, SAMPLE_RATE)):  # a long track's chunks in groups
         lengths += [len(chunk) for chunk in batch]
         features.append(extractor(batch))
     names = _row_names(path, segment_s, len(lengths))
-    return [_row(n, length, f, label) for n, length, f in zip(names, lengths, np.concatenate(features))]
+    rows = [_row(n, length, f, label) for n, length, f in zip(names, lengths, np.concatenate(features))]
+    return rows, audio.warning
 
 
 def _row(name: str, length: int, features: np.ndarray, label: str) -> dict:

@@ -15,6 +15,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from music_genre_classification.data.audio import not_audio
+
 MULTIPART_OVERHEAD = 64 * 1024  # room for the boundaries, part headers and small fields beside the file
 
 
@@ -133,9 +135,10 @@ async def receive_file(request: Request, field: str, folder: Path, max_mb: float
         if writer.size == 0:
             raise ApiError(400, f"{writer.filename}: empty file")
         with open(path, "rb") as file:
-            suffix = audio_format(file.read(16))
-        if suffix is None:
-            raise ApiError(415, f"{writer.filename}: not an audio file (send wav, mp3, ogg/opus, flac, m4a, ...)")
+            head = file.read(64)
+        if (suffix := audio_format(head)) is None:
+            kind = f"is {not_audio(head)}" if not_audio(head) else "not an audio file"
+            raise ApiError(415, f"{writer.filename}: {kind} (send wav, mp3, ogg/opus, flac, m4a, ...)")
         named = path.with_name(path.name + suffix)  # the extension lets the decoder pick ffmpeg for m4a and the like
         path = path.rename(named)
         yield Upload(path, writer.filename)
