@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import skops.io
+import torch
 from conftest import GENRES, feature_rows, write_feature_table
 from hydra.utils import instantiate
 from sklearn.model_selection import ParameterGrid
@@ -95,3 +96,14 @@ def test_stored_pipeline_round_trips_and_refuses_code_it_does_not_trust():
         pipeline_from_bytes(evil)
     with pytest.raises(ValueError, match="not a readable stored model"):  # "damaged checkpoint" for its loaders
         pipeline_from_bytes(b"PK\x03\x04 not a zip")
+
+
+def test_a_chunk_model_reads_each_window_as_gtzan_chunks():
+    from conftest import tone
+
+    from music_genre_classification.data.feature_data import FeatureFrontEnd
+
+    window = torch.from_numpy(tone("mid", 1, seconds=30))
+    assert FeatureFrontEnd(segment_s=3)(window).shape == (10, 57)  # as features_3_sec.csv cuts a 30-s clip
+    assert FeatureFrontEnd()(window).shape == (1, 57)
+    assert FeatureFrontEnd(segment_s=3)(window[: 4 * 22050]).shape == (1, 57)  # under two chunks: one
