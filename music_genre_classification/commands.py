@@ -1,4 +1,4 @@
-"""Command line: python -m music_genre_classification.commands {train,test,infer,features,bot,serve} ...
+"""Command line: python -m music_genre_classification.commands {train,test,infer,features,bot,serve,ensemble} ...
 
 Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
@@ -126,11 +126,20 @@ def serve(
     _run(lambda: run_server(model_path, host, port, workers, max_upload_mb, cors_origins, max_batch))
 
 
+def ensemble(checkpoints: str | tuple, output_path: str) -> None:
+    """One checkpoint averaging several models' probabilities (CNN and features alike), weights chosen on val."""
+    from music_genre_classification.training.ensemble import make_ensemble
+
+    paths = checkpoints.split(",") if isinstance(checkpoints, str) else [str(p) for p in checkpoints]
+    _run(lambda: make_ensemble([p.strip() for p in paths if p.strip()], output_path) and None)
+
+
 def main() -> None:
     from music_genre_classification.config import drop_decoder_notes
 
     drop_decoder_notes()
-    fire.Fire({"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve})
+    commands = {"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve}
+    fire.Fire(commands | {"ensemble": ensemble})
 
 
 if __name__ == "__main__":

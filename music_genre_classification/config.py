@@ -31,6 +31,20 @@ def compose(name: str, overrides: list[str]) -> DictConfig:
         raise UserError(f"bad config override: {' '.join(lines[:2])}") from None  # line 2 holds Hydra's hint
 
 
+def build(cfg: DictConfig, **kwargs):
+    """hydra.utils.instantiate with a one-line error for a bad override."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        cause = err
+        while isinstance(cause, InstantiationException) and cause.__cause__:  # nested configs: the innermost error
+            cause = cause.__cause__
+        raise UserError(f"cannot build {cfg.get('_target_', 'object')}: {first_line(cause)}") from None
+
+
 def to_dict(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 

@@ -1,6 +1,7 @@
 """Shared fixtures: synthetic separable "genres" of real audio files, the real CLI, the real DVC data."""
 
 import contextlib
+import csv
 import io
 import os
 import shutil
@@ -68,6 +69,26 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) 
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     command = [sys.executable, "-m", "music_genre_classification.commands", *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def feature_rows(genre: str, count: int, seed: int) -> np.ndarray:
+    """Rows of the 57 features, each shifted by the genre: together they tell the genres apart."""
+    return np.random.default_rng(seed).normal(size=(count, 57)) + 1.5 * GENRES.index(genre)
+
+
+def write_feature_table(path: Path, clips_per_genre: int, chunks: int = 0, seed: int = 0) -> Path:
+    """A features table laid out as features_30_sec.csv, or as features_3_sec.csv with `chunks` rows per clip."""
+    from music_genre_classification.data.features import TABLE_COLUMNS
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(TABLE_COLUMNS)
+        for g, genre in enumerate(GENRES):
+            for i in range(clips_per_genre):
+                names = [f"{genre}.{i:05d}.{k}.wav" for k in range(chunks)] or [f"{genre}.{i:05d}.wav"]
+                for name, row in zip(names, feature_rows(genre, len(names), seed + 100 * g + i)):
+                    writer.writerow([name, 66150 if chunks else 661500, *row, genre])
+    return path
 
 
 class Server:

@@ -111,9 +111,8 @@ def test_without_val_clips_training_runs_every_epoch_and_keeps_the_last(syntheti
         (["train", "model=nonexistent"], "error: bad config override"),
         (["train", "trainer.no_such_key=1"], "error: bad config override"),
         (["test", "missing.ckpt"], "error: missing.ckpt: no such checkpoint"),
-        (["test", "CKPT", "datamodule.batch_size=abc"], "error: datamodule.batch_size must be a whole number >= 1"),
-        (["test", "CKPT", "datamodule.batch_size=0"], "error: datamodule.batch_size must be a whole number >= 1"),
-        (["test", "CKPT", "trainer.accelerator=quantum"], "error: cannot build lightning.pytorch.Trainer"),
+        (["test", "CKPT", "datamodule.batch_size=0"], "error: bad config override"),  # test takes root and cache_dir
+        (["test", "CKPT", "trainer.accelerator=quantum"], "error: bad config override"),  # and runs no Trainer
     ],
 )
 def test_bad_input_gives_one_line_error_and_nonzero_exit(trained, tmp_path, args, message):

@@ -1,6 +1,5 @@
 """LightningDataModule over a GTZAN-layout dataset: spectrograms, split, crop loaders."""
 
-import csv
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +15,7 @@ from music_genre_classification.data.dataset import (
     scan_clips,
 )
 from music_genre_classification.data.spectrogram import SpectrogramParams
-from music_genre_classification.data.split import PARTS
+from music_genre_classification.data.split import PARTS, assign_parts, write_split_table
 
 
 class GenreDataModule(L.LightningDataModule):
@@ -45,6 +44,7 @@ class GenreDataModule(L.LightningDataModule):
         self.crop_columns, self.crops_per_clip = crop_columns, crops_per_clip
         self.batch_size, self.num_workers, self.cache_dir = batch_size, num_workers, cache_dir
         self.parts: dict[str, tuple[list, list]] = {}
+        self.ids: dict[str, list[str]] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.parts:
@@ -52,7 +52,7 @@ class GenreDataModule(L.LightningDataModule):
         if is_spectrogram_folder(self.root):
             self._check_params(SpectrogramParams.from_dataset(self.root / "params.json"))
         clips = scan_clips(self.root, self.genres)
-        part_of = self._assign({c.id: c.genre for c in clips})
+        part_of = assign_parts(self.split, self.split_table, {c.id: c.genre for c in clips}, self.root)
         clips = [c for c in clips if c.id in part_of]
         clips, specs = load_spectrograms(clips, self.params, self.cache_dir)
         self.split_table = [{"clip": c.id, "genre": c.genre, "part": part_of[c.id]} for c in clips]
@@ -60,26 +60,21 @@ class GenreDataModule(L.LightningDataModule):
         for part in PARTS:
             chosen = [i for i, c in enumerate(clips) if part_of[c.id] == part]
             self.parts[part] = ([specs[i] for i in chosen], [label[clips[i].genre] for i in chosen])
+            self.ids[part] = [clips[i].id for i in chosen]
         counts = ", ".join(f"{p} {len(self.parts[p][0])}" for p in PARTS)
         print(f"data: {len(clips)} clips from {self.root} ({counts})")
-
-    def _assign(self, clips: dict[str, str]) -> dict[str, str]:
-        if self.split_table is None:
-            return self.split.assign(clips)
-        part_of = {row["clip"]: row["part"] for row in self.split_table if row["clip"] in clips}
-        if not any(p == "test" for p in part_of.values()):
-            raise DataError(f"{self.root}: holds no clip of the checkpoint's test split; add split=all to score all")
-        return part_of
 
     def _check_params(self, found: SpectrogramParams) -> None:
         if found != self.params:
             raise DataError(f"{self.root}/params.json describes {found}, but the model expects {self.params}")
 
+    def tracks(self, part: str) -> tuple[list[str], list[int], list[list[tuple]]]:
+        """A part's clips for scoring: ids, labels, and each clip as one window holding its whole spectrogram."""
+        specs, labels = self.parts[part]
+        return self.ids[part], labels, [[(0.0, s.shape[1] / self.params.columns_per_second, s)] for s in specs]
+
     def write_split(self, path: str | Path) -> None:
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["clip", "genre", "part"])
-            writer.writeheader()
-            writer.writerows(self.split_table)
+        write_split_table(self.split_table, path)
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         specs, labels = self.parts[part]

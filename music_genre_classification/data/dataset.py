@@ -2,8 +2,10 @@
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -12,6 +14,8 @@ from tqdm import tqdm
 
 from music_genre_classification.data.audio import AudioError, decode_blocks, is_audio_file
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
+
+T = TypeVar("T")
 
 
 class DataError(ValueError):
@@ -56,17 +60,12 @@ def audio_spectrogram(path: Path, front_end: LogMel) -> torch.Tensor:
     return torch.cat([spec for _, _, spec in track_spectrograms(blocks, front_end, str(path))], dim=1)
 
 
-def load_spectrograms(
-    clips: list[Clip], params: SpectrogramParams, cache_dir: str | Path | None = None
-) -> tuple[list[Clip], list[torch.Tensor]]:
-    """Spectrograms of the clips that can be read; unreadable ones are skipped with one warning line."""
-    front_end, kept, specs, skipped = LogMel(params), [], [], []
-    cache = Path(cache_dir) / params_key(params) if cache_dir else None
-    audio = [c for c in clips if c.path.suffix != ".npy"]
-    bar = tqdm(clips, desc="spectrograms", unit="clip", disable=not audio, leave=False)
-    for clip in bar:
+def load_clips(clips: list[Clip], load: Callable[[Clip], T], desc: str, bar: bool) -> tuple[list[Clip], list[T]]:
+    """`load(clip)` for every clip that can be read; unreadable ones are skipped with one warning line."""
+    kept, values, skipped = [], [], []
+    for clip in tqdm(clips, desc=desc, unit="clip", disable=not bar, leave=False):
         try:
-            specs.append(_clip_spectrogram(clip, front_end, cache))
+            values.append(load(clip))
             kept.append(clip)
         except (AudioError, ValueError, OSError) as err:
             skipped.append(f"{clip.path.name} ({str(err).removeprefix(str(clip.path) + ': ')})")
@@ -74,7 +73,30 @@ def load_spectrograms(
         print(f"warning: skipped {len(skipped)} unreadable clip(s): {'; '.join(skipped)}")
     if not kept:
         raise DataError("no readable clip in the dataset")
-    return kept, specs
+    return kept, values
+
+
+def is_fresh(cached: Path | None, clip: Clip) -> bool:
+    """A cached result computed from the clip's audio as it is now."""
+    return bool(cached) and cached.is_file() and cached.stat().st_mtime >= clip.path.stat().st_mtime
+
+
+def save_atomic(path: Path, save: Callable[[Path], None]) -> None:
+    """Write through a partial file, so that an interrupted run never leaves a half-written file under the name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    save(partial)
+    partial.replace(path)
+
+
+def load_spectrograms(
+    clips: list[Clip], params: SpectrogramParams, cache_dir: str | Path | None = None
+) -> tuple[list[Clip], list[torch.Tensor]]:
+    """Spectrograms of the clips that can be read; unreadable ones are skipped with one warning line."""
+    front_end = LogMel(params)
+    cache = Path(cache_dir) / params_key(params) if cache_dir else None
+    audio = any(c.path.suffix != ".npy" for c in clips)
+    return load_clips(clips, lambda clip: _clip_spectrogram(clip, front_end, cache), "spectrograms", audio)
 
 
 def _clip_spectrogram(clip: Clip, front_end: LogMel, cache: Path | None) -> torch.Tensor:
@@ -84,14 +106,11 @@ def _clip_spectrogram(clip: Clip, front_end: LogMel, cache: Path | None) -> torc
             raise ValueError(f"spectrogram of shape {spec.shape}, expected [{front_end.params.n_mels}, columns]")
         return torch.from_numpy(spec.astype(np.float32))
     cached = cache / f"{clip.id}.npy" if cache else None
-    if cached and cached.is_file() and cached.stat().st_mtime >= clip.path.stat().st_mtime:
+    if is_fresh(cached, clip):
         return torch.from_numpy(np.load(cached))
     spec = audio_spectrogram(clip.path, front_end)
     if cached:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".partial.npy")  # never leave a half-written file under the trusted name
-        np.save(partial, spec.numpy())
-        partial.replace(cached)
+        save_atomic(cached, lambda path: np.save(path, spec.numpy()))
     return spec
 
 

@@ -163,13 +163,19 @@ def checked_windows(
 def track_spectrograms(
     blocks: Iterable[np.ndarray], front_end: LogMel, name: str = "audio"
 ) -> list[tuple[float, float, torch.Tensor]]:
-    """(start_s, end_s, spectrogram) for each window of a track, refusing tracks too short, silent or noise."""
+    """(start_s, end_s, input) for each window of a track, refusing tracks too short, silent or noise.
+
+    The input is the front end's: a LogMel's spectrogram, or what another front end makes of the window (the 57
+    features, an ensemble's inputs); such a front end names in `log_mel` the LogMel the noise check reads.
+    """
+    log_mel = getattr(front_end, "log_mel", front_end)
     windows, flatness = [], []
     for start, end, wave in checked_windows(blocks, front_end.params, name):
-        spec = front_end(torch.from_numpy(np.ascontiguousarray(wave)))
+        wave = torch.from_numpy(np.ascontiguousarray(wave))
+        spec = log_mel(wave)
         if float(spec.max()) > 0:  # a silent window has no spectrum to be flat or not
-            flatness.append(spectral_flatness(spec, front_end.params.top_db))
-        windows.append((start, end, spec))
+            flatness.append(spectral_flatness(spec, log_mel.params.top_db))
+        windows.append((start, end, spec if log_mel is front_end else front_end(wave)))
     if flatness and float(torch.cat(flatness).median()) > NOISE_FLATNESS:
         raise AudioError(f"{name}: sounds like noise (a flat spectrum), not music")
     return windows

@@ -1,9 +1,12 @@
 """Assigning clips to train/val/test: random stratified, fixed lists (Sturm's fault-filtered), or all-test."""
 
+import csv
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from music_genre_classification.data.dataset import DataError
 
 PARTS = ("train", "val", "test")
 LIST_DIR = Path(__file__).parent / "splits"
@@ -112,6 +115,23 @@ class AllTest:
 
     def assign(self, clips: dict[str, str]) -> dict[str, str]:
         return dict.fromkeys(clips, "test")
+
+
+def assign_parts(split, split_table: list[dict] | None, clips: dict[str, str], root: str | Path) -> dict[str, str]:
+    """Clip id -> part: from `split`, or replayed from a stored split table (a checkpoint's) that tests some clip."""
+    if split_table is None:
+        return split.assign(clips)
+    part_of = {row["clip"]: row["part"] for row in split_table if row["clip"] in clips}
+    if not any(p == "test" for p in part_of.values()):
+        raise DataError(f"{root}: holds no clip of the checkpoint's test split; add split=all to score all")
+    return part_of
+
+
+def write_split_table(rows: list[dict], path: str | Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["clip", "genre", "part"])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _find(path: str | Path) -> Path:

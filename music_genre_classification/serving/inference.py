@@ -1,7 +1,8 @@
 """Labelling audio with a trained checkpoint: GenreClassifier for Python, run_infer for the CLI.
 
-`test` and the bot use the same pieces: load_checkpoint, the LogMel front end, track_spectrograms and
-clip_probabilities. Imports stay light (no Lightning, no MLflow) so that one file is labelled quickly.
+`test` and the bot use the same pieces: load_checkpoint, the checkpoint kind's predictor (models/predictors.py:
+CNN, features model or ensemble), track_spectrograms and track_probabilities. Imports stay light (no Lightning,
+no MLflow) so that one file is labelled quickly.
 """
 
 import csv
@@ -17,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 
 from music_genre_classification.config import UserError, first_line
 from music_genre_classification.data.audio import AudioError, decode_blocks, waveform
-from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
-from music_genre_classification.models.networks import clip_probabilities, for_inference
+from music_genre_classification.data.spectrogram import track_spectrograms
+from music_genre_classification.models.predictors import checkpoint_kind, predictor, track_probabilities
 from music_genre_classification.serving.folder import ResultTable, audio_files, check_writable, warn_skipped
 
 
@@ -35,12 +35,12 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
         raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "genres" not in ckpt.get("hyper_parameters", {}):
+    if checkpoint_kind(ckpt) is None:
         raise UserError(f"{path}: not a music_genre_classification checkpoint")
     return ckpt
 
 
-Window = tuple[float, float, torch.Tensor]  # start_s, end_s, spectrogram of one window of a track
+Window = tuple[float, float, object]  # start_s, end_s, the model's input for one window of a track
 
 
 @dataclass
@@ -69,24 +69,20 @@ class Prediction:
 
 
 class GenreClassifier:
-    def __init__(self, net: torch.nn.Module, genres: list[str], params: SpectrogramParams, crop: int, hop: int):
-        self.net, self.genres, self.crop, self.hop = for_inference(net), list(genres), crop, hop
-        self.front_end = LogMel(params)
+    def __init__(self, model):
+        """`model`: a predictor from models/predictors.py (CNN, features model or ensemble)."""
+        self.model, self.genres = model, list(model.genres)
+        self.front_end = model.front_end
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | None = None) -> "GenreClassifier":
         ckpt = load_checkpoint(path)
-        hp = ckpt["hyper_parameters"]
         try:
-            net = instantiate(hp["net"], n_genres=len(hp["genres"]))
-            state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-            net.load_state_dict(state)
-            params = SpectrogramParams(**hp["spectrogram"])
-            crop, hop = int(hp["crop_columns"]), int(hp["eval_hop"])
+            return cls(predictor(ckpt, device))
+        except UserError as err:  # e.g. a stored pipeline that holds types not trusted
+            raise UserError(f"{path}: {err}") from None
         except (KeyError, TypeError, ValueError, RuntimeError, InstantiationException) as err:
             raise UserError(f"{path}: damaged or incompatible checkpoint ({_checkpoint_problem(err)})") from None
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(net.to(device), hp["genres"], params, crop, hop)
 
     @property
     def sample_rate(self) -> int:
@@ -139,16 +135,10 @@ class GenreClassifier:
         except AudioError as err:
             return str(err)
 
-    @torch.inference_mode()
     def _predict_tracks(self, tracks: list[list[Window]]) -> list[Prediction]:
-        specs = [spec for track in tracks for _, _, spec in track]
-        probs = clip_probabilities(self.net, specs, self.crop, self.hop).cpu().numpy()
-        results, i = [], 0
-        for track in tracks:
-            window_probs = probs[i : i + len(track)]
-            i += len(track)
-            lengths = np.array([end - start for start, end, _ in track])
-            track_probs = (window_probs * lengths[:, None]).sum(0) / lengths.sum()  # longer windows count more
+        per_track, per_window = track_probabilities(self.model, tracks)
+        results = []
+        for track, track_probs, window_probs in zip(tracks, per_track, per_window):
             segments = [
                 Segment(round(s, 3), round(e, 3), self.genres[int(p.argmax())], round(float(p.max()), 4))
                 for (s, e, _), p in zip(track, window_probs)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from music_genre_classification.data.audio import load_audio
-from music_genre_classification.models.networks import clip_probabilities
 from music_genre_classification.serving.folder import audio_files
 from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 
@@ -47,8 +46,8 @@ def accuracy_by_length(
         wave = load_audio(path, rate)
         for seconds in lengths:
             for crop in crops(wave, round(seconds * rate)):
-                spec = classifier.front_end(torch.from_numpy(np.ascontiguousarray(crop)))
-                probs = clip_probabilities(classifier.net, [spec], classifier.crop, classifier.hop)[0]
+                model_input = classifier.front_end(torch.from_numpy(np.ascontiguousarray(crop)))
+                probs = classifier.model.probabilities([model_input])[0]
                 answers[f"{seconds:g} s"].append((genre, classifier.genres[int(probs.argmax())]))
     answers["whole clip"] = [(genre, classifier.predict(path).genre) for path, genre in clips]
     return answers

@@ -1,16 +1,20 @@
-"""test: score a checkpoint on the test part of its own split, or on any other labelled GTZAN-layout data."""
+"""test: score a checkpoint (CNN, features model or ensemble) on the test part of its own split, or on any other
+labelled data (a GTZAN-layout folder of audio or spectrograms, or a features table)."""
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from music_genre_classification.config import UserError, compose, first_line, to_dict
+from music_genre_classification.config import UserError, build, compose, to_dict
 from music_genre_classification.data.datamodule import GenreDataModule
+from music_genre_classification.data.dataset import DataError
+from music_genre_classification.data.feature_data import FeatureDataModule
 from music_genre_classification.data.fetch import ensure_data
+from music_genre_classification.models.predictors import checkpoint_kind, track_probabilities
 from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 from music_genre_classification.training.plots import plot_confusion
-from music_genre_classification.training.train import build
 
 
 def report(confusion: np.ndarray, genres: list[str]) -> dict:
@@ -44,31 +48,97 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def test(checkpoint: str, overrides: list[str]) -> dict:
-    from music_genre_classification.models.lightning_module import GenreModule
+def confusion_matrix(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    confusion = np.zeros((probs.shape[1],) * 2, dtype=int)
+    np.add.at(confusion, (np.asarray(labels, dtype=int), probs.argmax(1)), 1)
+    return confusion
 
-    ckpt = load_checkpoint(checkpoint)
-    GenreClassifier.from_checkpoint(checkpoint, device="cpu")  # a damaged checkpoint is one line, before any work
-    cfg = compose("test", overrides)
-    saved = ckpt["hyper_parameters"].get("run_config") or {}
-    if "datamodule" not in saved:
-        raise UserError(f"{checkpoint}: holds no run config (datamodule) to find its data; is it from `train`?")
-    settings = {k: v for k, v in to_dict(cfg.datamodule).items() if v is not None}
-    dm_cfg = {k: v for k, v in saved["datamodule"].items() if k != "_target_"} | settings
-    split = build(cfg.split) if cfg.get("split") else None
-    datamodule = GenreDataModule(**dm_cfg, split=split, split_table=None if split else ckpt.get("split_table"))
-    trainer = build(cfg.trainer, enable_model_summary=False)
-    ensure_data(dm_cfg["root"], cfg.data)
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean negative log probability of the true genre, for each of a stack of tables [..., clips, genres]."""
+    return -np.log(np.clip(probs[..., np.arange(len(labels)), labels], 1e-8, None)).mean(-1)
+
+
+def metrics(probs: np.ndarray, labels: np.ndarray, genres: list[str]) -> dict:
+    """Accuracy, macro-F1, mean log loss and the confusion matrix of clip probabilities."""
+    confusion = confusion_matrix(labels, probs)
+    result = report(confusion, genres)
+    loss = float(log_loss(probs, np.asarray(labels, dtype=int)))
+    return {"acc": result["accuracy"], "f1": result["macro_f1"], "loss": loss, "confusion": confusion}
+
+
+def clip_metrics(model, ids: list[str], labels: list[int], tracks: list) -> dict:
+    """metrics() of a predictor on clips given as tracks."""
+    return metrics(track_probabilities(model, tracks)[0], labels, model.genres)
+
+
+@dataclass
+class ClipScores:
+    ids: list[str]
+    labels: np.ndarray  # genre index per clip
+    probs: np.ndarray  # [clips, genres]
+    genres: list[str]
+
+    def aligned(self, ids: list[str], genres: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and probabilities of the clips `ids`, in that order, with genres numbered and ordered as `genres`."""
+        rows = [self.ids.index(c) for c in ids]
+        labels = np.array([genres.index(self.genres[i]) for i in self.labels[rows]], dtype=int)
+        return labels, self.probs[rows][:, [self.genres.index(g) for g in genres]]
+
+
+def common_ids(scores: list[ClipScores]) -> list[str]:
+    return [c for c in scores[0].ids if all(c in s.ids for s in scores[1:])]
+
+
+def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, split_table=None) -> ClipScores:
+    """A checkpoint's probabilities for the clips of one part, each kind on its own inputs.
+
+    `data`: datamodule settings that replace the ones stored in the checkpoint (e.g. root); `split` assigns the parts
+    anew (split=all), else `split_table` (default: the checkpoint's) replays them. An ensemble's members each read
+    their own data (spectrograms for a CNN, a features table for a features model; both from an audio folder given
+    as root), and are joined by clip id.
+    """
+    hp = ckpt["hyper_parameters"]
+    split_table = ckpt.get("split_table") if split_table is None else split_table
+    if checkpoint_kind(ckpt) == "ensemble":
+        members = [
+            clip_scores(m, pm, part, data, data_cfg, split, split_table)
+            for m, pm in zip(ckpt["members"], model.members)
+        ]
+        ids = common_ids(members)
+        aligned = [m.aligned(ids, model.genres) for m in members]
+        probs = sum(w * probs for w, (_, probs) in zip(model.weights, aligned))
+        return ClipScores(ids, aligned[0][0], probs, model.genres)
+    if "datamodule" not in (hp.get("run_config") or {}):
+        raise UserError("the checkpoint holds no run config (datamodule) to find its data; is it from `train`?")
+    saved = {k: v for k, v in hp["run_config"]["datamodule"].items() if k != "_target_"}
+    settings = saved | {k: v for k, v in data.items() if v is not None}
+    ensure_data(settings["root"], data_cfg)
+    kind = FeatureDataModule if checkpoint_kind(ckpt) == "features" else GenreDataModule
     try:
-        module = GenreModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise UserError(f"{checkpoint}: damaged or incompatible checkpoint ({first_line(err)})") from None
-    trainer.test(module, datamodule=datamodule, verbose=False)
+        datamodule = kind(**settings, split=split, split_table=None if split else split_table)
+    except TypeError as err:
+        raise UserError(f"bad datamodule setting for this checkpoint: {err}") from None
+    datamodule.setup("test")
+    ids, labels, tracks = datamodule.tracks(part)
+    probs, _ = track_probabilities(model, tracks)
+    return ClipScores(list(ids), np.array(labels, dtype=int), probs, list(hp["genres"]))
 
+
+def test(checkpoint: str, overrides: list[str]) -> dict:
+    ckpt = load_checkpoint(checkpoint)
+    model = GenreClassifier.from_checkpoint(checkpoint).model  # a damaged checkpoint is one line, before any work
+    cfg = compose("test", overrides)
+    split = build(cfg.split) if cfg.get("split") else None
+    data = to_dict(cfg.datamodule)
+    scores = clip_scores(ckpt, model, "test", data, cfg.data, split)
+    if not scores.ids:
+        raise DataError("no test clip to score")
     genres = list(ckpt["hyper_parameters"]["genres"])
-    result = report(module.last_confusion["test"].numpy(), genres)
-    result |= {"checkpoint": str(checkpoint), "data": str(dm_cfg["root"]), "split": split.name if split else "stored"}
-    tag = "test" if split is None else f"test_{Path(dm_cfg['root']).name}_{split.name}"
+    result = report(confusion_matrix(scores.labels, scores.probs), genres)
+    root = data.get("root") or "the checkpoint's data"
+    result |= {"checkpoint": str(checkpoint), "data": str(root), "split": split.name if split else "stored"}
+    tag = "test" if split is None else f"test_{Path(root).name.removesuffix('.csv')}_{split.name}"
     out = Path(checkpoint).resolve().with_suffix(f".{tag}.json")
     out.write_text(json.dumps(result, indent=2))
     plot_confusion(np.array(result["confusion"]["matrix"]), genres, out.with_suffix(".png"), tag)

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from music_genre_classification.config import UserError, compose, first_line, to_dict
+from music_genre_classification.config import UserError, build, compose, to_dict
 from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.training.plots import plot_confusion, plot_curves
 
@@ -34,17 +32,6 @@ class History(L.Callback):
         if not self.rows or self.rows[-1]["epoch"] != trainer.current_epoch:  # no validation this epoch
             self.rows.append({"epoch": trainer.current_epoch})
         self.rows[-1].update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
-
-
-def build(cfg: DictConfig, **kwargs):
-    """hydra.utils.instantiate with a one-line error for a bad override."""
-    try:
-        return instantiate(cfg, **kwargs)
-    except InstantiationException as err:
-        cause = err
-        while isinstance(cause, InstantiationException) and cause.__cause__:  # nested configs: the innermost error
-            cause = cause.__cause__
-        raise UserError(f"cannot build {cfg.get('_target_', 'object')}: {first_line(cause)}") from None
 
 
 def new_run_dir(output_dir: str) -> Path:
@@ -91,10 +78,26 @@ def make_trainer(cfg: DictConfig, logger, history: History, validate: bool) -> L
     return build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir, **trainer_args)
 
 
+def is_features_run(cfg: DictConfig) -> bool:
+    """model=features_* (a scikit-learn pipeline) trains on datamodule=features; the networks on spectrograms."""
+    features_model = "pipeline" in cfg.model
+    features_data = str(cfg.datamodule.get("_target_", "")).endswith(".FeatureDataModule")
+    if features_model and not features_data:
+        raise UserError("a features model (model=features_*) needs datamodule=features")
+    if features_data and not features_model:
+        raise UserError("datamodule=features feeds the features models only (model=features_logreg, ...)")
+    return features_model
+
+
 def train(overrides: list[str]) -> dict:
     cfg = compose("train", overrides)
+    features = is_features_run(cfg)
     run_dir = new_run_dir(cfg.output_dir)
     cfg.run_dir = str(run_dir)
+    if features:
+        from music_genre_classification.training.train_features import train_features
+
+        return train_features(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     history = History()
     logger = build(cfg.logger) if cfg.get("logger") else False

@@ -1,0 +1,87 @@
+"""ensemble: one checkpoint that averages the genre probabilities of several models, weights chosen on val.
+
+The members (CNN, features models, even ensembles) must share their split: the blend's parts are the clips every
+member puts in the same part, so no member has trained on a clip the weights are chosen on. Each member scores the
+shared val clips on its own data (spectrograms, a features table); the weights are the point of a grid over the
+simplex (steps of 0.05) with the lowest val log loss.
+"""
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from music_genre_classification.config import UserError, compose
+from music_genre_classification.models.predictors import KIND_KEYS, EnsembleFrontEnd, checkpoint_kind, predictor
+from music_genre_classification.serving.inference import load_checkpoint
+from music_genre_classification.training.evaluate import clip_scores, common_ids, log_loss, metrics
+
+
+def shared_split(ckpts: list[dict]) -> tuple[list[dict], int]:
+    """The rows of the clips every member holds in the same part, and how many clips were left out."""
+    tables = [{row["clip"]: row for row in ckpt.get("split_table") or []} for ckpt in ckpts]
+    shared = [
+        row
+        for clip, row in tables[0].items()
+        if all(clip in table and table[clip]["part"] == row["part"] for table in tables[1:])
+    ]
+    return shared, len(set().union(*tables)) - len(shared)
+
+
+def simplex_grid(members: int, step: float) -> np.ndarray:
+    """Every weight vector of `members` non-negative multiples of `step` that sum to 1."""
+    n = round(1 / step)
+    cuts = itertools.combinations(range(n + members - 1), members - 1)  # stars and bars
+    return np.array([np.diff([-1, *c, n + members - 1]) - 1 for c in cuts]) / n
+
+
+def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
+    if len(checkpoints) < 2:
+        raise UserError("an ensemble needs at least two checkpoints: --checkpoints a.ckpt,b.ckpt")
+    output = Path(output_path)
+    if output.suffix != ".ckpt":
+        raise UserError(f"{output}: the ensemble is written as a .ckpt file")
+    ckpts = [load_checkpoint(path) for path in checkpoints]
+    genres = list(ckpts[0]["hyper_parameters"]["genres"])
+    for path, ckpt in zip(checkpoints, ckpts):
+        if sorted(ckpt["hyper_parameters"]["genres"]) != sorted(genres):
+            raise UserError(f"{path}: tells other genres than {checkpoints[0]}")
+    table, left_out = shared_split(ckpts)
+    counts = {part: sum(row["part"] == part for row in table) for part in ("train", "val", "test")}
+    print(f"split shared by all members: {', '.join(f'{p} {n}' for p, n in counts.items())}; {left_out} clips left out")
+    if not counts["val"]:
+        raise UserError("the checkpoints share no val clip: train them on the same split (split config and seed)")
+
+    members = [predictor(ckpt) for ckpt in ckpts]
+    EnsembleFrontEnd([m.front_end for m in members])  # the same windows of audio for all, or a one-line error
+    data_cfg = compose("test", []).data
+    scores = [clip_scores(ckpt, model, "val", {}, data_cfg, None, table) for ckpt, model in zip(ckpts, members)]
+    ids = common_ids(scores)
+    labels = scores[0].aligned(ids, genres)[0]
+    probs = np.stack([s.aligned(ids, genres)[1] for s in scores])  # [members, clips, genres]
+    grid = simplex_grid(len(ckpts), 0.05 if len(ckpts) <= 5 else 0.1)
+    losses = log_loss(np.einsum("wm,mcg->wcg", grid, probs), labels)
+    weights = grid[int(losses.argmin())]
+
+    blend = np.einsum("m,mcg->cg", weights, probs)
+    val, *members_val = [
+        {f"val/{k}": v for k, v in metrics(p, labels, genres).items() if k != "confusion"} for p in (blend, *probs)
+    ]
+    sources = [str(Path(p).resolve()) for p in checkpoints]
+    run_config = {"checkpoints": sources, "val_members": members_val}
+    weights = [float(w) for w in weights]
+    hyper_parameters = {"kind": "ensemble", "genres": genres, "weights": weights, "run_config": run_config}
+    # each member whole but for training state (optimizer, callbacks): what its kind needs, genres, config, split
+    kept = lambda c: ("hyper_parameters", "split_table", "val_metrics", KIND_KEYS[checkpoint_kind(c)])  # noqa: E731
+    stored = [{k: c.get(k) for k in kept(c)} for c in ckpts]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    ensemble = {"hyper_parameters": hyper_parameters, "members": stored, "split_table": table, "val_metrics": val}
+    torch.save(ensemble, output)
+
+    print(f"val: {len(ids)} clips; weights chosen by the lowest val log loss over a grid of {len(grid)}")
+    for path, ckpt, weight, m in zip(checkpoints, ckpts, weights, members_val):
+        kind = checkpoint_kind(ckpt)
+        print(f"  {path} ({kind}): weight {weight:.2f}, val acc {m['val/acc']:.4f}, log loss {m['val/loss']:.4f}")
+    print(f"  blend: val acc {val['val/acc']:.4f}, log loss {val['val/loss']:.4f}\nwritten: {output}")
+    return hyper_parameters

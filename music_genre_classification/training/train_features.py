@@ -1,0 +1,111 @@
+"""train model=features_*: fit a scikit-learn pipeline on the train clips' feature rows, choosing `model.grid` on val.
+
+Same outputs as the CNN: outputs/<date>/<time>/ with config.yaml, split.csv, checkpoints/model.ckpt, the val
+confusion PNG and val_metrics.json; MLflow params, metrics and artifacts; outputs/model_full.ckpt -> the model.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from sklearn.model_selection import ParameterGrid
+
+from music_genre_classification.config import UserError, build, first_line, to_dict
+from music_genre_classification.data.features import FEATURE_COLUMNS
+from music_genre_classification.data.fetch import ensure_data
+from music_genre_classification.models.classical import pipeline_to_bytes
+from music_genre_classification.models.predictors import FeaturePredictor, one_thread
+from music_genre_classification.training.evaluate import clip_metrics
+from music_genre_classification.training.plots import plot_confusion
+from music_genre_classification.training.train import point_latest
+
+
+def configured(cfg: DictConfig, params: dict):
+    pipeline = build(cfg.model.pipeline, _convert_="all")
+    try:
+        return pipeline.set_params(**params)
+    except ValueError as err:
+        raise UserError(f"model.grid: {err}") from None
+
+
+def train_features(cfg: DictConfig, run_dir: Path) -> dict:
+    grid = to_dict(cfg.model.grid) if cfg.model.get("grid") else {}
+    candidates = list(ParameterGrid(grid)) if grid else [{}]
+    for params in candidates:  # bad settings fail here, before any data is read
+        configured(cfg, params)
+    logger = build(cfg.logger) if cfg.get("logger") else None
+    ensure_data(cfg.datamodule.root, cfg.data)
+    data = build(cfg.datamodule, split=build(cfg.split))
+    data.setup()
+    genres, segment_s = list(cfg.datamodule.genres), cfg.datamodule.get("segment_s")
+    validate = bool(data.tracks("val")[0])
+    if len(candidates) > 1 and not validate:
+        raise UserError("model.grid is chosen on val clips and this split has none; drop the grid with ~model.grid")
+    rows, labels = data.rows("train")
+
+    tried = []
+    for params in candidates:
+        try:
+            with one_thread():
+                pipeline = configured(cfg, params).fit(rows, labels)
+        except Exception as err:  # a user-chosen estimator (scikit-learn, XGBoost, CatBoost) refusing its settings
+            raise UserError(f"cannot fit the model with {params or 'its settings'}: {first_line(err)}") from None
+        model = FeaturePredictor(pipeline, genres, segment_s)
+        val = clip_metrics(model, *data.tracks("val")) if validate else {}
+        tried.append((params, model, val))
+        if len(candidates) > 1:
+            print(f"grid {params}: val acc {val['acc']:.4f}, macro-F1 {val['f1']:.4f}, loss {val['loss']:.4f}")
+    params, model, val = max(tried, key=lambda t: (t[2].get("acc", 0), -t[2].get("loss", 0)))  # first of equals
+    train = clip_metrics(model, *data.tracks("train"))
+
+    checkpoint = run_dir / "checkpoints" / "model.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    hyper_parameters = {
+        "kind": "features",
+        "genres": genres,
+        "segment_s": segment_s,
+        "feature_columns": list(FEATURE_COLUMNS),
+        "chosen": params,
+        "run_config": to_dict(cfg),
+    }
+    val_metrics = {f"val/{k}": v for k, v in val.items() if k != "confusion"}  # as a CNN checkpoint stores them
+    blob = {"hyper_parameters": hyper_parameters, "pipeline": pipeline_to_bytes(model.pipeline)}
+    torch.save(blob | {"split_table": data.split_table, "val_metrics": val_metrics}, checkpoint)
+    point_latest(checkpoint, Path(cfg.output_dir) / "model_full.ckpt")
+
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    data.write_split(run_dir / "split.csv")
+    metrics = {"train/acc": train["acc"], **val_metrics}
+    result = {"run_dir": str(run_dir), "best_checkpoint": str(checkpoint), "chosen": params, **metrics}
+    (run_dir / "val_metrics.json").write_text(json.dumps(result, indent=2))
+    artifacts = [run_dir / "config.yaml", run_dir / "split.csv"]
+    if validate:
+        (run_dir / "plots").mkdir()
+        artifacts.append(plot_confusion(val["confusion"], genres, run_dir / "plots" / "confusion_val.png", "val"))
+    if len(candidates) > 1:
+        artifacts.append(write_grid(tried, run_dir / "grid.csv"))
+    if logger:
+        logger.log_hyperparams(to_dict(cfg))
+        for step, (_, _, scores) in enumerate(tried):
+            logger.log_metrics({f"grid/val_{k}": v for k, v in scores.items() if k != "confusion"}, step=step)
+        logger.log_metrics(metrics)
+        for path in artifacts:
+            logger.experiment.log_artifact(logger.run_id, str(path))
+        logger.finalize("success")
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("val/")) or "none (no val clips)"
+    chosen = f"\nchosen on val:   {params}" if len(candidates) > 1 else ""
+    print(f"\nrun directory:   {run_dir}\ncheckpoint:      {checkpoint}\nvalidation:      {shown}{chosen}")
+    return result
+
+
+def write_grid(tried: list, path: Path) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        names = sorted(tried[0][0])
+        writer.writerow([*names, "val_acc", "val_f1", "val_loss"])
+        for params, _, val in tried:
+            writer.writerow([*(params[n] for n in names), *(np.round(val[k], 4) for k in ("acc", "f1", "loss"))])
+    return path
