@@ -72,6 +72,27 @@ def feature_speed(files: list[Path]) -> tuple[dict[str, float], dict[str, float]
     return {k: 1000 * float(np.mean(v)) for k, v in wall.items()}, {k: 1000 * float(np.mean(v)) for k, v in cpu.items()}
 
 
+def feature_profile(files: list[Path], rounds: int = 3) -> None:
+    """CPU ms per clip of each stage of ours (each thread's own CPU time; one torch thread), and of the whole call."""
+    torch.set_num_threads(1)
+    extractor = FeatureExtractor()
+    extractor([load_audio(files[0])])  # warm
+    extractor.stage_cpu = stages = {"decode": 0.0}
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for path in files * rounds:
+        decode = time.thread_time()
+        wave = load_audio(path)
+        stages["decode"] += time.thread_time() - decode
+        extractor([wave])
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    clips = len(files) * rounds
+    print(f"profile of ours, CPU ms per 30-s clip by stage ({clips} clips, 1 torch thread):")
+    for name, seconds in stages.items():
+        print(f"  {name:36s} {1000 * seconds / clips:6.2f}")
+    print(f"  {'sum of stages':36s} {1000 * sum(stages.values()) / clips:6.2f}")
+    print(f"  whole calls: CPU {1000 * cpu / clips:.1f} ms, wall {1000 * wall / clips:.1f} ms per clip")
+
+
 def feature_parity(audio_dir: Path, table: Path) -> None:
     """Per-column error against the published rows, over the clips whose length is the table's (the whole ones)."""
     with open(table) as f:
@@ -159,10 +180,14 @@ def main(
     clips: int = 30,
     features: bool = False,
     table: str = "data/dataset/features_30_sec.csv",
+    profile: bool = False,
 ):
-    """All figures; --features: only the 57 GTZAN features (speed beside librosa, parity with --table)."""
-    classifier = None if features else GenreClassifier.from_checkpoint(model_path, device="cpu")
+    """All figures; --features: only the 57 GTZAN features (speed beside librosa, parity with --table); --profile:
+    only the CPU time of each stage of ours."""
+    classifier = None if features or profile else GenreClassifier.from_checkpoint(model_path, device="cpu")
     files = whole_clips(audio_dir, clips)
+    if profile:
+        return feature_profile(files[:5])
     print(f"clips: {len(files)} whole 30-s clips from {audio_dir} (torch threads: {torch.get_num_threads()})")
     try:
         wall, cpu = feature_speed(files[:5])

@@ -10,6 +10,8 @@ exactly: a track is processed window by window in flat memory.
 import functools
 import math
 import operator
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from music_genre_classification.data import feature_kernels as kernels
 from music_genre_classification.data.running_median import running_median
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
 
@@ -88,12 +91,14 @@ class FeatureExtractor:
 
     def __init__(self):
         self.window = torch.hann_window(N_FFT)
+        self.window_np = self.window.numpy()
+        self.stage_cpu: dict[str, float] | None = None  # a dict: CPU seconds per stage are added up in it
+        self._lock = threading.Lock()
         self.mel = LogMel(SpectrogramParams(sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS))
         self.freqs = torch.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1, dtype=torch.float64)
-        self.freq_powers = torch.stack([torch.ones_like(self.freqs), self.freqs, self.freqs.square()], 1)
         self.dct = _dct_ortho(N_MFCC, N_MELS).float()
         self.ac_window = torch.hann_window(TEMPO_WINDOW)
-        fft_freqs = self.freqs.numpy()
+        fft_freqs = self.freqs_np = self.freqs.numpy()
         self.pitch_bins = (int(np.argmax(fft_freqs >= 150.0)), int(np.argmax(fft_freqs >= 4000.0)))
         self.threads = ThreadPoolExecutor(2)
 
@@ -123,53 +128,66 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def _moments(self, y: torch.Tensor) -> list[Moments]:
-        stft = torch.stft(y, N_FFT, HOP, window=self.window, center=True, pad_mode="reflect", return_complex=True)
-        spectra = stft.transpose(1, 2)  # [batch, frames, bins], contiguous as torch.stft lays it out
-        power = torch.addcmul(spectra.real.square(), spectra.imag, spectra.imag)
-        magnitude = power.sqrt()
-        # the HPSS masks and chroma run on worker threads (numba and torch release the GIL) beside the rest
-        chroma = self.threads.submit(self._chroma, power)
-        masks = [self.threads.submit(_harmonic_mask, clip) for clip in magnitude.numpy()]
-        mel_db = self._mel_db(power)
-        centroid, bandwidth, rolloff = self._spectral_shape(magnitude)
-        onset = _onset_envelope(mel_db)
-        tempogram = self._tempogram(onset).numpy()
-        series = [  # [batch, values, features] each, summarised over dim 1
-            chroma.result().flatten(1)[..., None],
-            _rms(y)[..., None],
-            centroid[..., None],
-            bandwidth[..., None],
-            rolloff[..., None],
-            _zero_crossing_rate(y)[..., None],
+        stage = self._stage
+        spectra = stage("STFT", self._stft, y)
+        power, magnitude = stage("|X|^2 and |X|", _power_magnitude, spectra)
+        # the HPSS medians (over frames, over bins) run on the two worker threads (numba releases the GIL)
+        medians = [
+            (
+                self.threads.submit(stage, "HPSS median over frames (worker)", running_median, m, HPSS_KERNEL),
+                self.threads.submit(stage, "HPSS median over bins (worker)", _frequency_median, m),
+            )
+            for m in magnitude.numpy()
         ]
-        stats = [_summarise(s) for s in series]
-        mask = torch.from_numpy(np.stack([m.result() for m in masks]))
-        harmony = self._istft(spectra * mask, y.shape[-1])  # the percussive part is y - harmony
-        stats += [_summarise(s) for s in (harmony[..., None], (y - harmony)[..., None], mel_db @ self.dct.T)]
-        count, mean, m2 = (torch.cat([s[k] for s in stats], 1).numpy() for k in range(3))
-        onsets = onset.ne(0).any(1).tolist()
-        frames = onset.shape[1]
-        return [Moments(count[b], mean[b], m2[b], tempogram[b], frames, onsets[b]) for b in range(len(y))]
+        chroma = self._chroma(power).numpy()
+        mel_db = stage("mel spectrogram (dB)", self._mel_db, power)
+        mfcc = stage("MFCC (DCT)", torch.matmul, mel_db, self.dct.T).numpy()
+        onset = stage("onset strength", _onset_envelope, mel_db)
+        tempogram = stage("tempogram", self._tempogram, onset).numpy()
+        out = []
+        for b, clip in enumerate(y.numpy()):
+            rms, zcr = stage("rms + zero crossings", kernels.rms_zcr, clip, N_FFT, HOP)
+            shape = stage("centroid, bandwidth, rolloff", kernels.spectral_shape, magnitude[b].numpy(), self.freqs_np)
+            harmonic, percussive_t = (m.result() for m in medians[b])
+            masked = stage("HPSS mask", kernels.apply_hpss_mask, spectra[b].numpy(), harmonic, percussive_t)
+            harmony = stage("inverse STFT (harmonic)", self._istft, masked, len(clip))
+            series = [chroma[b].reshape(-1), rms, *shape, zcr, harmony]
+            stats = stage("means and variances", _summaries, series, clip, mfcc[b])
+            out.append(Moments(*stats, tempogram[b], onset.shape[1], bool(onset[b].ne(0).any())))
+        return out
+
+    def _stage(self, name: str, function, *args):
+        """function(*args), its thread's CPU time added to self.stage_cpu[name] when that is a dict (a profile)."""
+        if self.stage_cpu is None:
+            return function(*args)
+        start = time.thread_time()
+        result = function(*args)
+        with self._lock:
+            self.stage_cpu[name] = self.stage_cpu.get(name, 0.0) + time.thread_time() - start
+        return result
+
+    def _stft(self, y: torch.Tensor) -> torch.Tensor:
+        """[batch, frames, bins] complex64: torch.stft(center=True, pad_mode="reflect") to the bit, in fewer copies."""
+        padded = F.pad(y[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[:, 0]
+        return torch.fft.rfft(padded.unfold(-1, N_FFT, HOP) * self.window)
+
+    def _istft(self, spectra: np.ndarray, length: int) -> np.ndarray:
+        """Inverse of the centered STFT, [frames, bins] -> [length] float32."""
+        frames = torch.fft.irfft(torch.from_numpy(spectra), n=N_FFT).numpy()
+        return kernels.overlap_add(frames, self.window_np, _envelope(len(frames)), HOP, length)
 
     def _mel_db(self, power: torch.Tensor) -> torch.Tensor:
         """[batch, frames, 128] power_to_db(melspectrogram) with ref 1 and top_db 80, as MFCC and onsets use it."""
         db = 10 * torch.log10(torch.clamp(self.mel.mel_power(power), min=1e-10))
         return torch.maximum(db, db.amax((1, 2), keepdim=True) - 80.0)
 
-    def _spectral_shape(self, magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Centroid, bandwidth (p=2) and 85% rolloff of each frame, in Hz: [batch, frames] each."""
-        sums = magnitude.double() @ self.freq_powers  # [batch, frames, 3]: sum of magnitude * f^0, f^1, f^2
-        total = torch.where(sums[..., 0] < TINY32, 1.0, sums[..., 0])
-        centroid = sums[..., 1] / total
-        # sum(w (f - c)^2) / total, expanded: float64 keeps the cancellation harmless
-        bandwidth = ((sums[..., 2] - 2 * centroid * sums[..., 1] + centroid.square() * sums[..., 0]) / total).sqrt()
-        cumulative = magnitude.cumsum(-1)  # float32, as librosa's threshold test
-        reached = torch.searchsorted(cumulative, 0.85 * cumulative[..., -1:])[..., 0]  # first bin at 85% of the sum
-        return centroid, bandwidth, self.freqs[reached]
-
     def _chroma(self, power: torch.Tensor) -> torch.Tensor:
         """[batch, frames, 12] chroma_stft: tuning-corrected chroma filters, each frame scaled to a peak of 1."""
-        filters = torch.stack([_chroma_filters(self._tuning(p)) for p in power])
+        tunings = [self._stage("chroma tuning estimate", self._tuning, p) for p in power]
+        return self._stage("chroma", self._chroma_project, power, tunings)
+
+    def _chroma_project(self, power: torch.Tensor, tunings: list[float]) -> torch.Tensor:
+        filters = torch.stack([_chroma_filters(t) for t in tunings])
         chroma = power @ filters.transpose(1, 2)
         peak = chroma.amax(-1, keepdim=True)
         return chroma / torch.where(peak < TINY32, 1.0, peak)
@@ -197,20 +215,6 @@ class FeatureExtractor:
         counts = torch.bincount(torch.bucketize(residual.double(), edges, right=True) - 1, minlength=100)
         return float(edges[counts.argmax()])
 
-    def _istft(self, spectra: torch.Tensor, length: int) -> torch.Tensor:
-        """Inverse of the centered STFT: [batch, frames, bins] -> [batch, length], overlap-added by HOP blocks."""
-        batch, frames, _ = spectra.shape
-        parts = N_FFT // HOP
-        pieces = (torch.fft.irfft(spectra, n=N_FFT) * self.window).unflatten(-1, (parts, HOP))
-        out = spectra.real.new_zeros(batch, frames + parts - 1, HOP)
-        envelope = out.new_zeros(frames + parts - 1, HOP)
-        for k, window_part in enumerate(self.window.square().unflatten(0, (parts, HOP))):
-            out[:, k : k + frames] += pieces[:, :, k]
-            envelope[k : k + frames] += window_part
-        out, envelope = out.flatten(1), envelope.flatten()
-        out = out / torch.where(envelope > TINY32, envelope, 1.0)
-        return out[:, N_FFT // 2 : N_FFT // 2 + length]
-
     def _tempogram(self, onset: torch.Tensor) -> torch.Tensor:
         """[batch, TEMPO_WINDOW] autocorrelation of 8-s hann-windowed onset frames, each scaled to a peak of 1, mean.
 
@@ -229,25 +233,21 @@ class FeatureExtractor:
         return torch.fft.irfft(mean_power, n=720)[:, :TEMPO_WINDOW]
 
 
-def _summarise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Count, mean and sum of squared deviations over dim 1 of [batch, values, features], in float64."""
-    x = x.double()
-    mean = x.mean(1)
-    return torch.full_like(mean, x.shape[1]), mean, (x - mean[:, None]).square().sum(1)
+def _power_magnitude(spectra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """|X|^2 and |X| of [batch, frames, bins] spectra, float32."""
+    pairs = [kernels.power_magnitude(s) for s in spectra.numpy()]
+    return tuple(torch.from_numpy(np.stack(a)) for a in zip(*pairs))
 
 
-def _rms(y: torch.Tensor) -> torch.Tensor:
-    """[batch, frames] root mean square of librosa's frames: N_FFT samples every HOP, the audio reflect-padded."""
-    padded = F.pad(y[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")
-    return F.avg_pool1d(padded.square(), N_FFT, HOP)[:, 0].sqrt()
-
-
-def _zero_crossing_rate(y: torch.Tensor) -> torch.Tensor:
-    """Sign changes per sample in each frame; |y| <= 1e-10 counts as 0 (positive), the frame's first sample as none."""
-    negative = F.pad(y[:, None], (N_FFT // 2, N_FFT // 2), mode="replicate") < -1e-10
-    crossings = (negative[..., 1:] != negative[..., :-1]).float()  # [j]: between samples j and j + 1
-    counts = (F.avg_pool1d(crossings, N_FFT - 1, HOP)[:, 0] * (N_FFT - 1)).round()
-    return counts.double() / N_FFT
+def _summaries(series: list[np.ndarray], clip: np.ndarray, mfcc: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Count, mean and sum of squared deviations (float64) of the 28 summarised features of one clip: the 1-D series
+    of chroma to harmony (the harmonic waveform), then the percussive waveform clip - harmony, then the MFCC columns."""
+    pairs = [kernels.mean_m2(s) for s in series]
+    pairs.append(kernels.difference_mean_m2(clip, series[-1]))
+    mean, m2 = (np.array([p[k] for p in pairs]) for k in range(2))
+    mfcc_mean, mfcc_m2 = kernels.columns_mean_m2(mfcc)
+    count = [len(s) for s in series] + [len(clip)] + [len(mfcc)] * mfcc.shape[1]
+    return np.array(count, float), np.concatenate([mean, mfcc_mean]), np.concatenate([m2, mfcc_m2])
 
 
 def _onset_envelope(mel_db: torch.Tensor) -> torch.Tensor:
@@ -263,19 +263,15 @@ def _median(x: torch.Tensor, dim: int) -> torch.Tensor:
     return low if n % 2 else (low + x.kthvalue(n // 2 + 1, dim).values) / 2
 
 
-def _harmonic_mask(magnitude: np.ndarray) -> np.ndarray:
-    """librosa's HPSS soft mask of a [frames, bins] magnitude: H^2 / (H^2 + P^2), H and P medians over 31 frames and
-    over 31 bins. The percussive mask is 1 minus this one (both 0.5 where H and P are 0)."""
-    harmonic = np.square(_centred_median(magnitude))
-    percussive = np.square(_centred_median(np.ascontiguousarray(magnitude.T))).T
-    total = harmonic + percussive
-    return np.divide(harmonic, total, out=np.full_like(total, 0.5), where=total > 0)
+def _frequency_median(magnitude: np.ndarray) -> np.ndarray:
+    """HPSS's percussive median of a [frames, bins] magnitude over 31 bins, transposed: [bins, frames]."""
+    return running_median(np.ascontiguousarray(magnitude.T), HPSS_KERNEL)
 
 
-def _centred_median(x: np.ndarray) -> np.ndarray:
-    """Running median along axis 0, mirrored at the ends (scipy's 'reflect', as librosa's HPSS): same shape."""
-    half = HPSS_KERNEL // 2
-    return running_median(np.pad(x, ((half, half), (0, 0)), mode="symmetric"), HPSS_KERNEL)
+@functools.lru_cache(maxsize=16)
+def _envelope(frames: int) -> np.ndarray:
+    """The summed squared hann window of `frames` STFT frames (the inverse STFT's divisor), float32."""
+    return kernels.window_envelope(torch.hann_window(N_FFT).numpy(), frames, HOP)
 
 
 @functools.lru_cache(maxsize=128)

@@ -8,17 +8,39 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True, boundscheck=False)
+def njit(function=None, **options):
+    """numba.njit without the GIL, compiled once per machine (cache=True) where a cache folder can be written:
+    beside the module or numba's per-user folder; elsewhere (a read-only install and home) it compiles per process.
+    njit(fastmath=True) gives a decorator with those options added."""
+    if function is None:
+        return lambda f: njit(f, **options)
+    try:
+        return numba.njit(cache=True, nogil=True, boundscheck=False, **options)(function)
+    except RuntimeError:  # numba's "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True, boundscheck=False, **options)(function)
+
+
+@njit
+def _mirror(p: int, half: int, n: int) -> int:
+    """Row of an n-row array at row p of its symmetric padding by half rows (np.pad's 'symmetric', any width)."""
+    q = (p - half) % (2 * n)
+    return q if q < n else 2 * n - 1 - q
+
+
+@njit
 def running_median(x: np.ndarray, size: int) -> np.ndarray:
-    """[n + size - 1, columns] float32 -> [n, columns]: out[i, c] is the median of x[i : i + size, c] (size odd).
+    """[n, columns] float32 -> [n, columns]: out[i, c] is the median of the size (odd) values of column c centred on
+    row i, the rows mirrored at both ends (scipy's 'reflect', np.pad's 'symmetric'), read in place without a copy.
 
     Each column keeps the values of its window and their ranks (ties ordered by age; float32 ranks share SIMD lanes
     with the values). Sliding by one updates every rank with two comparisons; the median has rank size // 2.
     """
-    n, columns = x.shape[0] - size + 1, x.shape[1]
+    n, columns, half = x.shape[0], x.shape[1], size // 2
     middle, last, one, zero = np.float32(size // 2), np.float32(size - 1), np.float32(1), np.float32(0)
     out = np.empty((n, columns), x.dtype)
-    values = x[:size].copy()
+    values = np.empty((size, columns), x.dtype)
+    for j in range(size):
+        values[j] = x[_mirror(j, half, n)]
     ranks = np.zeros((size, columns), np.float32)
     for j in range(size):
         for m in range(size):
@@ -31,7 +53,7 @@ def running_median(x: np.ndarray, size: int) -> np.ndarray:
     above = np.empty(columns, np.float32)
     oldest = 0
     for i in range(1, n):
-        entering, leaving, median = x[i + size - 1], values[oldest], out[i]
+        entering, leaving, median = x[_mirror(i + size - 1, half, n)], values[oldest], out[i]
         for c in range(columns):
             above[c] = 0
             median[c] = 0

@@ -1,0 +1,196 @@
+"""numba kernels of the 57 GTZAN features: one pass over memory where torch would make several (see data/features.py).
+
+Each keeps the arithmetic of the torch code it replaced (float32 where that was float32, the same order of additions
+for the overlap-add), so the features did not move.
+"""
+
+import numpy as np
+
+from music_genre_classification.data.running_median import njit
+
+fast_njit = njit(fastmath=True)  # for sums whose order does not matter: vectorised
+
+TINY32 = np.float32(np.finfo(np.float32).tiny)
+
+
+@njit
+def power_magnitude(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[frames, bins] complex64 -> |X|^2 and |X|, float32 each."""
+    power = np.empty(spectra.shape, np.float32)
+    magnitude = np.empty(spectra.shape, np.float32)
+    for f in range(spectra.shape[0]):
+        for k in range(spectra.shape[1]):
+            re, im = spectra[f, k].real, spectra[f, k].imag
+            p = re * re + im * im
+            power[f, k] = p
+            magnitude[f, k] = np.sqrt(p)
+    return power, magnitude
+
+
+@njit
+def apply_hpss_mask(spectra: np.ndarray, harmonic: np.ndarray, percussive_t: np.ndarray) -> np.ndarray:
+    """spectra [frames, bins] times librosa's soft mask H^2 / (H^2 + P^2) (0.5 where both are 0), H the time median
+    [frames, bins], P the frequency median given transposed [bins, frames] (as it was computed); tiled for the cache."""
+    frames, bins = spectra.shape
+    out = np.empty_like(spectra)
+    half = np.float32(0.5)
+    tile = 64
+    for f0 in range(0, frames, tile):
+        for k0 in range(0, bins, tile):
+            for f in range(f0, min(f0 + tile, frames)):
+                for k in range(k0, min(k0 + tile, bins)):
+                    h = harmonic[f, k] * harmonic[f, k]
+                    p = percussive_t[k, f] * percussive_t[k, f]
+                    total = h + p
+                    mask = h / total if total > 0 else half
+                    x = spectra[f, k]
+                    out[f, k] = complex(x.real * mask, x.imag * mask)
+    return out
+
+
+@njit
+def overlap_add(frames: np.ndarray, window: np.ndarray, envelope: np.ndarray, hop: int, length: int) -> np.ndarray:
+    """Inverse of a centered STFT from its inverse-FFT frames [n, n_fft] float32: windowed, overlap-added, divided by
+    the envelope (window_envelope) where that exceeds float32's tiny; samples [n_fft // 2, n_fft // 2 + length).
+
+    Each output sample adds the frames covering it latest first (part k = 0, 1, ... of the frames), as the torch code
+    did, so the sums are the same to the bit."""
+    n, n_fft = frames.shape
+    out = np.zeros((n + n_fft // hop - 1) * hop, np.float32)
+    for k in range(n_fft // hop):
+        for f in range(n):
+            base, part = (f + k) * hop, k * hop
+            for o in range(hop):
+                out[base + o] += frames[f, part + o] * window[part + o]
+    start = n_fft // 2
+    result = np.empty(length, np.float32)
+    for i in range(length):
+        e = envelope[start + i]
+        result[i] = out[start + i] / e if e > TINY32 else out[start + i]
+    return result
+
+
+@njit
+def window_envelope(window: np.ndarray, n: int, hop: int) -> np.ndarray:
+    """Sum of the squared window over n frames hop apart, in the order overlap_add adds them: float32."""
+    n_fft = len(window)
+    out = np.zeros((n + n_fft // hop - 1) * hop, np.float32)
+    for k in range(n_fft // hop):
+        for f in range(n):
+            for o in range(hop):
+                out[(f + k) * hop + o] += window[k * hop + o] * window[k * hop + o]
+    return out
+
+
+@njit
+def spectral_shape(magnitude: np.ndarray, freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centroid, bandwidth (p=2) and 85% rolloff in Hz of each frame of [frames, bins] float32 magnitudes.
+
+    Sums in float64; the rolloff's running sum is rounded to float32 at each bin and tested against float32 0.85 of
+    the total, as the float32 threshold test of librosa (first bin where the cumulative sum reaches it)."""
+    frames, bins = magnitude.shape
+    centroid = np.empty(frames)
+    bandwidth = np.empty(frames)
+    rolloff = np.empty(frames)
+    share = np.float32(0.85)
+    for f in range(frames):
+        s0, s1, s2 = 0.0, 0.0, 0.0
+        for k in range(bins):
+            m = np.float64(magnitude[f, k])
+            s0 += m
+            s1 += m * freqs[k]
+            s2 += m * freqs[k] * freqs[k]
+        total = 1.0 if s0 < TINY32 else s0
+        c = s1 / total
+        centroid[f] = c
+        bandwidth[f] = np.sqrt((s2 - 2 * c * s1 + c * c * s0) / total)
+        threshold = share * np.float32(s0)
+        acc = 0.0
+        reached = bins - 1
+        for k in range(bins):
+            acc += magnitude[f, k]
+            if np.float32(acc) >= threshold:
+                reached = k
+                break
+        rolloff[f] = freqs[reached]
+    return centroid, bandwidth, rolloff
+
+
+@njit
+def rms_zcr(y: np.ndarray, n_fft: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """librosa's rms (frames of the reflect-padded audio) and zero_crossing_rate (of the edge-padded audio: sign changes
+    per sample, |y| <= 1e-10 counted as positive, the frame's first sample as none) of 1-D float32 audio."""
+    n = len(y)
+    frames = 1 + n // hop
+    half = n_fft // 2
+    padded = n + n_fft
+    blocks = padded // hop + 1
+    squares = np.zeros(blocks)  # sum of squares of the reflect-padded audio by blocks of hop samples
+    negative = np.empty(padded, np.bool_)
+    for i in range(padded):
+        q = i - half
+        r = -q if q < 0 else (2 * (n - 1) - q if q >= n else q)
+        v = np.float64(y[r])
+        squares[i // hop] += v * v
+        e = 0 if q < 0 else (n - 1 if q >= n else q)
+        negative[i] = y[e] < -1e-10
+    crossings = np.zeros(padded)  # prefix counts: crossings[j] = changes between samples i and i + 1 for i < j
+    for j in range(1, padded):
+        crossings[j] = crossings[j - 1] + (negative[j] != negative[j - 1])
+    parts = n_fft // hop
+    rms = np.empty(frames, np.float32)
+    zcr = np.empty(frames)
+    for f in range(frames):
+        total = 0.0
+        for k in range(parts):
+            total += squares[f + k]
+        rms[f] = np.sqrt(np.float32(total / n_fft))
+        a = f * hop
+        zcr[f] = (crossings[min(a + n_fft - 1, padded - 1)] - crossings[a]) / n_fft
+    return rms, zcr
+
+
+@fast_njit
+def mean_m2(x: np.ndarray) -> tuple[float, float]:
+    """Mean and sum of squared deviations of 1-D float32 values, in float64 (sums in any order: SIMD)."""
+    total = 0.0
+    for v in x:
+        total += v
+    mean = total / len(x)
+    m2 = 0.0
+    for v in x:
+        d = v - mean
+        m2 += d * d
+    return mean, m2
+
+
+@fast_njit
+def columns_mean_m2(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sum of squared deviations of each column of [values, columns] float32, in float64."""
+    n, columns = x.shape
+    mean = np.zeros(columns)
+    m2 = np.zeros(columns)
+    for i in range(n):
+        for c in range(columns):
+            mean[c] += x[i, c]
+    mean /= n
+    for i in range(n):
+        for c in range(columns):
+            d = x[i, c] - mean[c]
+            m2[c] += d * d
+    return mean, m2
+
+
+@fast_njit
+def difference_mean_m2(y: np.ndarray, h: np.ndarray) -> tuple[float, float]:
+    """Mean and sum of squared deviations of y - h (float32 differences, as the percussive waveform), in float64."""
+    n = len(y)
+    total = 0.0
+    for i in range(n):
+        total += y[i] - h[i]
+    mean = total / n
+    m2 = 0.0
+    for i in range(n):
+        d = (y[i] - h[i]) - mean
+        m2 += d * d
+    return mean, m2
