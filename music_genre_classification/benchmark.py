@@ -54,7 +54,9 @@ def kaggle_features(path: Path, as_published: bool = False) -> np.ndarray:
 def feature_speed(files: list[Path]) -> tuple[dict[str, float], dict[str, float]]:
     """Wall and CPU ms per clip of the 57 features from a file, librosa's pipeline and ours, clip by clip in turn.
 
-    Ours with one torch thread, as the features command runs it (its HPSS medians take a second core).
+    Ours with one torch thread, as the features command runs it (its HPSS medians take a second core). Each run
+    starts after a 0.3-s pause: numpy's OpenBLAS threads spin for ~0.1 s after librosa's matrix products, and without
+    the pause that spinning (a core, and CPU time of this process) was billed to the pipeline timed next.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -64,6 +66,7 @@ def feature_speed(files: list[Path]) -> tuple[dict[str, float], dict[str, float]
     wall, cpu = {name: [] for name in pipelines}, {name: [] for name in pipelines}
     for path in files:
         for name, pipeline in pipelines.items():
+            time.sleep(0.3)
             start, start_cpu = time.perf_counter(), time.process_time()
             pipeline(path)
             wall[name].append(time.perf_counter() - start)
@@ -73,24 +76,26 @@ def feature_speed(files: list[Path]) -> tuple[dict[str, float], dict[str, float]
 
 
 def feature_profile(files: list[Path], rounds: int = 3) -> None:
-    """CPU ms per clip of each stage of ours (each thread's own CPU time; one torch thread), and of the whole call."""
+    """CPU ms of each stage of ours per clip (each thread's own CPU time, median over the clips: other jobs on the
+    host inflate some calls; one torch thread), and of the whole calls (mean)."""
     torch.set_num_threads(1)
     extractor = FeatureExtractor()
     extractor([load_audio(files[0])])  # warm
-    extractor.stage_cpu = stages = {"decode": 0.0}
+    per_clip = []
     start, start_cpu = time.perf_counter(), time.process_time()
     for path in files * rounds:
-        decode = time.thread_time()
+        extractor.stage_cpu = stages = {"decode": time.thread_time()}
         wave = load_audio(path)
-        stages["decode"] += time.thread_time() - decode
+        stages["decode"] = time.thread_time() - stages["decode"]
         extractor([wave])
+        per_clip.append(stages)
     wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    clips = len(files) * rounds
-    print(f"profile of ours, CPU ms per 30-s clip by stage ({clips} clips, 1 torch thread):")
-    for name, seconds in stages.items():
-        print(f"  {name:36s} {1000 * seconds / clips:6.2f}")
-    print(f"  {'sum of stages':36s} {1000 * sum(stages.values()) / clips:6.2f}")
-    print(f"  whole calls: CPU {1000 * cpu / clips:.1f} ms, wall {1000 * wall / clips:.1f} ms per clip")
+    print(f"profile of ours, CPU ms per 30-s clip by stage (median of {len(per_clip)} clips, 1 torch thread):")
+    medians = {name: 1000 * float(np.median([s[name] for s in per_clip])) for name in per_clip[0]}
+    for name, ms in medians.items():
+        print(f"  {name:36s} {ms:6.2f}")
+    print(f"  {'sum of the medians':36s} {sum(medians.values()):6.2f}")
+    print(f"  whole calls: CPU {1000 * cpu / len(per_clip):.1f} ms, wall {1000 * wall / len(per_clip):.1f} ms per clip")
 
 
 def feature_parity(audio_dir: Path, table: Path) -> None:

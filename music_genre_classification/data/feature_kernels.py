@@ -14,25 +14,22 @@ TINY32 = np.float32(np.finfo(np.float32).tiny)
 
 
 @njit
-def power_magnitude(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[frames, bins] complex64 -> |X|^2 and |X|, float32 each."""
-    power = np.empty(spectra.shape, np.float32)
-    magnitude = np.empty(spectra.shape, np.float32)
+def power_magnitude(spectra: np.ndarray, power: np.ndarray, magnitude: np.ndarray) -> None:
+    """[frames, bins] complex64 -> |X|^2 and |X| into float32 power and magnitude of its shape."""
     for f in range(spectra.shape[0]):
         for k in range(spectra.shape[1]):
             re, im = spectra[f, k].real, spectra[f, k].imag
             p = re * re + im * im
             power[f, k] = p
             magnitude[f, k] = np.sqrt(p)
-    return power, magnitude
 
 
 @njit
-def apply_hpss_mask(spectra: np.ndarray, harmonic: np.ndarray, percussive_t: np.ndarray) -> np.ndarray:
+def apply_hpss_mask(spectra: np.ndarray, harmonic: np.ndarray, percussive_t: np.ndarray, out: np.ndarray) -> None:
     """spectra [frames, bins] times librosa's soft mask H^2 / (H^2 + P^2) (0.5 where both are 0), H the time median
-    [frames, bins], P the frequency median given transposed [bins, frames] (as it was computed); tiled for the cache."""
+    [frames, bins], P the frequency median given transposed [bins, frames] (as it was computed), into out (of spectra's
+    shape and type); tiled for the cache."""
     frames, bins = spectra.shape
-    out = np.empty_like(spectra)
     half = np.float32(0.5)
     tile = 64
     for f0 in range(0, frames, tile):
@@ -45,7 +42,6 @@ def apply_hpss_mask(spectra: np.ndarray, harmonic: np.ndarray, percussive_t: np.
                     mask = h / total if total > 0 else half
                     x = spectra[f, k]
                     out[f, k] = complex(x.real * mask, x.imag * mask)
-    return out
 
 
 @njit
@@ -194,3 +190,47 @@ def difference_mean_m2(y: np.ndarray, h: np.ndarray) -> tuple[float, float]:
         d = (y[i] - h[i]) - mean
         m2 += d * d
     return mean, m2
+
+
+@njit
+def tuning(power: np.ndarray, lo: int, hi: int, sample_rate: float, n_fft: int, edges: np.ndarray) -> float:
+    """librosa's estimate_tuning of [frames, bins] float32 power (piptrack between bins lo and hi, threshold 0.1 of
+    each frame's peak, then pitch_tuning with resolution 0.01): the commonest deviation of spectral peaks from A440,
+    in fractions of a bin of `edges` (the 101 bin edges from -0.5 to 0.5). float32 arithmetic, as librosa's."""
+    frames = power.shape[0]
+    share, two, half = np.float32(0.1), np.float32(2), np.float32(0.5)
+    pitches = np.empty(frames * (hi - lo), np.float32)
+    magnitudes = np.empty(frames * (hi - lo), np.float32)
+    count = 0
+    for f in range(frames):
+        row = power[f]
+        floor = share * row.max()
+        for k in range(lo, hi):
+            here, before, after = row[k], row[k - 1], row[k + 1]
+            m_here = here if here > floor else np.float32(0)
+            m_before = before if before > floor else np.float32(0)
+            m_after = after if after > floor else np.float32(0)
+            if m_here > m_before and m_here >= m_after:
+                curve = (after + before) - two * here
+                slope = (after - before) / two
+                shift = np.float32(0) if abs(slope) >= abs(curve) else -slope / curve
+                magnitudes[count] = here + half * slope * shift
+                pitches[count] = np.float32((k + np.float64(shift)) * sample_rate / n_fft)
+                count += 1
+    if count == 0:
+        return 0.0
+    magnitudes, pitches = magnitudes[:count], pitches[:count]
+    middle = count // 2
+    ordered = np.partition(magnitudes, middle)  # ordered[middle] in place, the smaller values before it
+    threshold = ordered[middle] if count % 2 else (ordered[:middle].max() + ordered[middle]) / two
+    counts = np.zeros(len(edges) - 1, np.int64)
+    for i in range(count):
+        if magnitudes[i] >= threshold:
+            octave = np.float32(12) * np.log2(pitches[i] / np.float32(27.5))
+            residual = octave - np.floor(octave)
+            if residual >= half:
+                residual -= np.float32(1)
+            index = np.searchsorted(edges, np.float64(residual), side="right") - 1
+            if 0 <= index < len(counts):
+                counts[index] += 1
+    return edges[np.argmax(counts)]
