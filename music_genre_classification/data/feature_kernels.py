@@ -112,38 +112,66 @@ def spectral_shape(magnitude: np.ndarray, freqs: np.ndarray) -> tuple[np.ndarray
     return centroid, bandwidth, rolloff
 
 
-@njit
+@fast_njit
 def rms_zcr(y: np.ndarray, n_fft: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
     """librosa's rms (frames of the reflect-padded audio) and zero_crossing_rate (of the edge-padded audio: sign changes
-    per sample, |y| <= 1e-10 counted as positive, the frame's first sample as none) of 1-D float32 audio."""
-    n = len(y)
-    frames = 1 + n // hop
-    half = n_fft // 2
-    padded = n + n_fft
-    blocks = padded // hop + 1
-    squares = np.zeros(blocks)  # sum of squares of the reflect-padded audio by blocks of hop samples
-    negative = np.empty(padded, np.bool_)
-    for i in range(padded):
-        q = i - half
-        r = -q if q < 0 else (2 * (n - 1) - q if q >= n else q)
-        v = np.float64(y[r])
-        squares[i // hop] += v * v
-        e = 0 if q < 0 else (n - 1 if q >= n else q)
-        negative[i] = y[e] < -1e-10
-    crossings = np.zeros(padded)  # prefix counts: crossings[j] = changes between samples i and i + 1 for i < j
-    for j in range(1, padded):
-        crossings[j] = crossings[j - 1] + (negative[j] != negative[j - 1])
-    parts = n_fft // hop
+    per sample, |y| <= 1e-10 counted as positive, the frame's first sample as none) of 1-D float32 audio (> n_fft).
+
+    By blocks of hop samples: sums of squares (float64) and counts of sign changes, four blocks to a frame."""
+    n, half = len(y), n_fft // 2
+    frames, padded = 1 + n // hop, n + n_fft
+    reflected = np.empty(padded, np.float32)
+    negative = np.empty(padded, np.int8)
+    for i in range(half):
+        reflected[i] = y[half - i]
+        reflected[half + n + i] = y[n - 2 - i]
+        negative[i] = y[0] < -1e-10
+        negative[half + n + i] = y[n - 1] < -1e-10
+    for i in range(n):
+        reflected[half + i] = y[i]
+        negative[half + i] = y[i] < -1e-10
+    blocks = frames + n_fft // hop - 1
+    squares = np.zeros(blocks)
+    changes = np.zeros(blocks, np.int64)  # block b: sign changes between samples j and j + 1, j in the block
+    for b in range(blocks):
+        total, count = 0.0, 0
+        for j in range(b * hop, min((b + 1) * hop, padded - 1)):
+            v = np.float64(reflected[j])
+            total += v * v
+            count += negative[j] != negative[j + 1]
+        if (b + 1) * hop >= padded:  # the last sample has no successor
+            v = np.float64(reflected[padded - 1])
+            total += v * v
+        squares[b], changes[b] = total, count
     rms = np.empty(frames, np.float32)
     zcr = np.empty(frames)
     for f in range(frames):
-        total = 0.0
-        for k in range(parts):
+        total, count = 0.0, 0
+        for k in range(n_fft // hop):
             total += squares[f + k]
+            count += changes[f + k]
+        last = f * hop + n_fft - 1  # a frame holds n_fft - 1 sample pairs: not the one after its last sample
+        if last < padded - 1:
+            count -= negative[last] != negative[last + 1]
         rms[f] = np.sqrt(np.float32(total / n_fft))
-        a = f * hop
-        zcr[f] = (crossings[min(a + n_fft - 1, padded - 1)] - crossings[a]) / n_fft
+        zcr[f] = count / n_fft
     return rms, zcr
+
+
+@njit
+def onset_medians(mel_db: np.ndarray) -> np.ndarray:
+    """[frames, mels] float32 -> [frames - 1]: numpy's median over mels of the positive rise from the previous frame."""
+    frames, mels = mel_db.shape
+    out = np.empty(frames - 1, np.float32)
+    rise = np.empty(mels, np.float32)
+    middle = mels // 2
+    for f in range(1, frames):
+        for m in range(mels):
+            d = mel_db[f, m] - mel_db[f - 1, m]
+            rise[m] = d if d > 0 else np.float32(0)
+        ordered = np.partition(rise, middle)
+        out[f - 1] = ordered[middle] if mels % 2 else (ordered[:middle].max() + ordered[middle]) / np.float32(2)
+    return out
 
 
 @fast_njit

@@ -13,7 +13,7 @@ import operator
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +26,7 @@ from music_genre_classification.data.spectrogram import LogMel, SpectrogramParam
 
 SAMPLE_RATE, N_FFT, HOP, N_MELS = 22050, 2048, 512, 128
 N_MFCC, N_CHROMA = 20, 12
-HPSS_KERNEL = 31  # median filter length, frames (harmonic) and bins (percussive)
+HPSS_KERNEL = KERNEL = 31  # median filter length, frames (harmonic) and bins (percussive)
 TEMPO_WINDOW = 8 * SAMPLE_RATE // HOP  # 344 onset frames: librosa's 8-s autocorrelation window
 TINY32 = float(np.finfo(np.float32).tiny)  # librosa's threshold below which a frame is not normalised
 SUMMARISED = [
@@ -133,14 +133,15 @@ class FeatureExtractor:
         stage = self._stage
         spectra = stage("STFT", self._stft, y)
         power, magnitude = stage("|X|^2 and |X|", self._power_magnitude, spectra)
-        # the HPSS medians (over frames, over bins) run on the two worker threads (numba releases the GIL)
-        medians = [
-            (
-                self.threads.submit(stage, "HPSS median over frames (worker)", running_median, m, HPSS_KERNEL),
-                self.threads.submit(stage, "HPSS median over bins (worker)", _frequency_median, m),
+        # HPSS on the two worker threads (numba releases the GIL): the median over frames on one, the median over bins
+        # then the masked spectra on the other
+        masked = self._buffer("masked", spectra.shape, torch.complex64)
+        hpss = []
+        for clip in zip(spectra.numpy(), magnitude.numpy(), masked.numpy()):
+            harmonic = self.threads.submit(
+                stage, "HPSS median over frames (worker)", running_median, clip[1], HPSS_KERNEL
             )
-            for m in magnitude.numpy()
-        ]
+            hpss.append(self.threads.submit(self._mask_spectra, *clip, harmonic))
         chroma = self._chroma(power).numpy()
         mel_db = stage("mel spectrogram (dB)", self._mel_db, power)
         mfcc = stage("MFCC (DCT)", torch.matmul, mel_db, self.dct.T).numpy()
@@ -150,14 +151,17 @@ class FeatureExtractor:
         for b, clip in enumerate(y.numpy()):
             rms, zcr = stage("rms + zero crossings", kernels.rms_zcr, clip, N_FFT, HOP)
             shape = stage("centroid, bandwidth, rolloff", kernels.spectral_shape, magnitude[b].numpy(), self.freqs_np)
-            harmonic, percussive_t = (m.result() for m in medians[b])
-            masked = self._buffer("masked", spectra.shape[1:], torch.complex64).numpy()
-            stage("HPSS mask", kernels.apply_hpss_mask, spectra[b].numpy(), harmonic, percussive_t, masked)
-            harmony = stage("inverse STFT (harmonic)", self._istft, masked, len(clip))
+            hpss[b].result()
+            harmony = stage("inverse STFT (harmonic)", self._istft, masked[b].numpy(), len(clip))
             series = [chroma[b].reshape(-1), rms, *shape, zcr, harmony]
             stats = stage("means and variances", _summaries, series, clip, mfcc[b])
             out.append(Moments(*stats, tempogram[b], onset.shape[1], bool(onset[b].ne(0).any())))
         return out
+
+    def _mask_spectra(self, spectra: np.ndarray, magnitude: np.ndarray, out: np.ndarray, harmonic: Future) -> None:
+        """out = spectra times HPSS's harmonic mask, from the median over bins computed here and the one over frames."""
+        percussive_t = self._stage("HPSS median over bins (worker)", _frequency_median, magnitude)
+        self._stage("HPSS mask (worker)", kernels.apply_hpss_mask, spectra, harmonic.result(), percussive_t, out)
 
     def _stage(self, name: str, function, *args):
         """function(*args), its thread's CPU time added to self.stage_cpu[name] when that is a dict (a profile)."""
@@ -248,8 +252,8 @@ def _summaries(series: list[np.ndarray], clip: np.ndarray, mfcc: np.ndarray) -> 
 
 def _onset_envelope(mel_db: torch.Tensor) -> torch.Tensor:
     """[batch, frames] onset strength as beat_track computes it: the median over mels of the positive dB rise."""
-    rise = (mel_db[:, 1:] - mel_db[:, :-1]).clamp(min=0)
-    return F.pad(_median(rise, -1), (3, 0))[:, : mel_db.shape[1]]  # lag 1 + centering (N_FFT // 2 // HOP) frames
+    medians = torch.from_numpy(np.stack([kernels.onset_medians(clip) for clip in mel_db.numpy()]))
+    return F.pad(medians, (3, 0))[:, : mel_db.shape[1]]  # lag 1 + centering (N_FFT // 2 // HOP) frames
 
 
 def _median(x: torch.Tensor, dim: int) -> torch.Tensor:
