@@ -30,7 +30,29 @@ def _mirror(p: int, half: int, n: int) -> int:
 @njit
 def running_median(x: np.ndarray, size: int) -> np.ndarray:
     """[n, columns] float32 -> [n, columns]: out[i, c] is the median of the size (odd) values of column c centred on
-    row i, the rows mirrored at both ends (scipy's 'reflect', np.pad's 'symmetric'), read in place without a copy.
+    row i, the rows mirrored at both ends (scipy's 'reflect', np.pad's 'symmetric').
+
+    128 columns at a time, copied out contiguous: the window's values and ranks then stay in the L1 cache (on the
+    host's 30-s spectrograms 9.3 against 11.5 ms of CPU, copies included)."""
+    n, columns = x.shape
+    out = np.empty((n, columns), x.dtype)
+    block = 128
+    for c0 in range(0, columns, block):
+        c1 = min(c0 + block, columns)
+        part = np.empty((n, c1 - c0), x.dtype)
+        for i in range(n):
+            for c in range(c0, c1):
+                part[i, c - c0] = x[i, c]
+        medians = _running_median(part, size)
+        for i in range(n):
+            for c in range(c0, c1):
+                out[i, c] = medians[i, c - c0]
+    return out
+
+
+@njit
+def _running_median(x: np.ndarray, size: int) -> np.ndarray:
+    """running_median of a C-contiguous [n, columns] float32 array, the rows mirrored at both ends in place.
 
     Each column keeps the values of its window and their ranks (ties ordered by age; float32 ranks share SIMD lanes
     with the values). Sliding by one updates every rank with two comparisons; the median has rank size // 2.
