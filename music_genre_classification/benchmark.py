@@ -7,11 +7,13 @@ features, and their parity with the published features_30_sec.csv, column by col
 
 import csv
 import math
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import fire
@@ -75,11 +77,22 @@ def feature_speed(files: list[Path]) -> tuple[dict[str, float], dict[str, float]
     return {k: 1000 * float(np.mean(v)) for k, v in wall.items()}, {k: 1000 * float(np.mean(v)) for k, v in cpu.items()}
 
 
+class _Inline:
+    """An executor that runs each task when it is submitted."""
+
+    def submit(self, function, *args) -> Future:
+        future = Future()
+        future.set_result(function(*args))
+        return future
+
+
 def feature_profile(files: list[Path], rounds: int = 3) -> None:
-    """CPU ms of each stage of ours per clip (each thread's own CPU time, median over the clips: other jobs on the
-    host inflate some calls; one torch thread), and of the whole calls (mean)."""
+    """CPU ms of each stage of ours per clip (median over the clips: other jobs on the host inflate some calls), the
+    stages run one after another on one thread (the worker threads' tasks too, so that they do not slow each other
+    down), and of the whole calls (mean)."""
     torch.set_num_threads(1)
     extractor = FeatureExtractor()
+    extractor.threads = _Inline()
     extractor([load_audio(files[0])])  # warm
     per_clip = []
     start, start_cpu = time.perf_counter(), time.process_time()
@@ -96,6 +109,7 @@ def feature_profile(files: list[Path], rounds: int = 3) -> None:
         print(f"  {name:36s} {ms:6.2f}")
     print(f"  {'sum of the medians':36s} {sum(medians.values()):6.2f}")
     print(f"  whole calls: CPU {1000 * cpu / len(per_clip):.1f} ms, wall {1000 * wall / len(per_clip):.1f} ms per clip")
+    print(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 
 def feature_parity(audio_dir: Path, table: Path) -> None:
