@@ -25,23 +25,19 @@ def power_magnitude(spectra: np.ndarray, power: np.ndarray, magnitude: np.ndarra
 
 
 @njit
-def apply_hpss_mask(spectra: np.ndarray, harmonic: np.ndarray, percussive_t: np.ndarray, out: np.ndarray) -> None:
-    """spectra [frames, bins] times librosa's soft mask H^2 / (H^2 + P^2) (0.5 where both are 0), H the time median
-    [frames, bins], P the frequency median given transposed [bins, frames] (as it was computed), into out (of spectra's
-    shape and type); tiled for the cache."""
+def apply_hpss_mask(spectra: np.ndarray, harmonic: np.ndarray, percussive: np.ndarray, out: np.ndarray) -> None:
+    """out = spectra [frames, bins] times librosa's soft mask H^2 / (H^2 + P^2) (0.5 where both are 0), H the median
+    over frames and P the one over bins, [frames, bins] each."""
     frames, bins = spectra.shape
     half = np.float32(0.5)
-    tile = 64
-    for f0 in range(0, frames, tile):
-        for k0 in range(0, bins, tile):
-            for f in range(f0, min(f0 + tile, frames)):
-                for k in range(k0, min(k0 + tile, bins)):
-                    h = harmonic[f, k] * harmonic[f, k]
-                    p = percussive_t[k, f] * percussive_t[k, f]
-                    total = h + p
-                    mask = h / total if total > 0 else half
-                    x = spectra[f, k]
-                    out[f, k] = complex(x.real * mask, x.imag * mask)
+    for f in range(frames):
+        for k in range(bins):
+            h = harmonic[f, k] * harmonic[f, k]
+            p = percussive[f, k] * percussive[f, k]
+            total = h + p
+            mask = h / total if total > 0 else half
+            x = spectra[f, k]
+            out[f, k] = complex(x.real * mask, x.imag * mask)
 
 
 @njit

@@ -160,8 +160,8 @@ class FeatureExtractor:
 
     def _mask_spectra(self, spectra: np.ndarray, magnitude: np.ndarray, out: np.ndarray, harmonic: Future) -> None:
         """out = spectra times HPSS's harmonic mask, from the median over bins computed here and the one over frames."""
-        percussive_t = self._stage("HPSS median over bins (worker)", _frequency_median, magnitude)
-        self._stage("HPSS mask (worker)", kernels.apply_hpss_mask, spectra, harmonic.result(), percussive_t, out)
+        percussive = self._stage("HPSS median over bins (worker)", running_median, magnitude, HPSS_KERNEL, 1)
+        self._stage("HPSS mask (worker)", kernels.apply_hpss_mask, spectra, harmonic.result(), percussive, out)
 
     def _stage(self, name: str, function, *args):
         """function(*args), its thread's CPU time added to self.stage_cpu[name] when that is a dict (a profile)."""
@@ -261,11 +261,6 @@ def _median(x: torch.Tensor, dim: int) -> torch.Tensor:
     n = x.shape[dim]
     low = x.kthvalue((n + 1) // 2, dim).values
     return low if n % 2 else (low + x.kthvalue(n // 2 + 1, dim).values) / 2
-
-
-def _frequency_median(magnitude: np.ndarray) -> np.ndarray:
-    """HPSS's percussive median of a [frames, bins] magnitude over 31 bins, transposed: [bins, frames]."""
-    return running_median(np.ascontiguousarray(magnitude.T), HPSS_KERNEL)
 
 
 @functools.lru_cache(maxsize=16)
