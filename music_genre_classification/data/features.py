@@ -26,7 +26,7 @@ from music_genre_classification.data.spectrogram import LogMel, SpectrogramParam
 
 SAMPLE_RATE, N_FFT, HOP, N_MELS = 22050, 2048, 512, 128
 N_MFCC, N_CHROMA = 20, 12
-HPSS_KERNEL = KERNEL = 31  # median filter length, frames (harmonic) and bins (percussive)
+HPSS_KERNEL = 31  # median filter length, frames (harmonic) and bins (percussive)
 TEMPO_WINDOW = 8 * SAMPLE_RATE // HOP  # 344 onset frames: librosa's 8-s autocorrelation window
 TINY32 = float(np.finfo(np.float32).tiny)  # librosa's threshold below which a frame is not normalised
 SUMMARISED = [
@@ -254,13 +254,6 @@ def _onset_envelope(mel_db: torch.Tensor) -> torch.Tensor:
     """[batch, frames] onset strength as beat_track computes it: the median over mels of the positive dB rise."""
     medians = torch.from_numpy(np.stack([kernels.onset_medians(clip) for clip in mel_db.numpy()]))
     return F.pad(medians, (3, 0))[:, : mel_db.shape[1]]  # lag 1 + centering (N_FFT // 2 // HOP) frames
-
-
-def _median(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """numpy's median: the mean of the two middle values when there is an even number."""
-    n = x.shape[dim]
-    low = x.kthvalue((n + 1) // 2, dim).values
-    return low if n % 2 else (low + x.kthvalue(n // 2 + 1, dim).values) / 2
 
 
 @functools.lru_cache(maxsize=16)
