@@ -7,11 +7,13 @@ features, and their parity with the published features_30_sec.csv, column by col
 
 import csv
 import math
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 import fire
@@ -54,7 +56,9 @@ def kaggle_features(path: Path, as_published: bool = False) -> np.ndarray:
 def feature_speed(files: list[Path]) -> tuple[dict[str, float], dict[str, float]]:
     """Wall and CPU ms per clip of the 57 features from a file, librosa's pipeline and ours, clip by clip in turn.
 
-    Ours with one torch thread, as the features command runs it (its HPSS medians take a second core).
+    Ours with one torch thread, as the features command runs it (its HPSS medians take a second core). Each run
+    starts after a 0.3-s pause: numpy's OpenBLAS threads spin for ~0.1 s after librosa's matrix products, and without
+    the pause that spinning (a core, and CPU time of this process) was billed to the pipeline timed next.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -64,12 +68,48 @@ def feature_speed(files: list[Path]) -> tuple[dict[str, float], dict[str, float]
     wall, cpu = {name: [] for name in pipelines}, {name: [] for name in pipelines}
     for path in files:
         for name, pipeline in pipelines.items():
+            time.sleep(0.3)
             start, start_cpu = time.perf_counter(), time.process_time()
             pipeline(path)
             wall[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
     torch.set_num_threads(threads)
     return {k: 1000 * float(np.mean(v)) for k, v in wall.items()}, {k: 1000 * float(np.mean(v)) for k, v in cpu.items()}
+
+
+class _Inline:
+    """An executor that runs each task when it is submitted."""
+
+    def submit(self, function, *args) -> Future:
+        future = Future()
+        future.set_result(function(*args))
+        return future
+
+
+def feature_profile(files: list[Path], rounds: int = 3) -> None:
+    """CPU ms of each stage of ours per clip (median over the clips: other jobs on the host inflate some calls), the
+    stages run one after another on one thread (the worker threads' tasks too, so that they do not slow each other
+    down), and of the whole calls (mean)."""
+    torch.set_num_threads(1)
+    extractor = FeatureExtractor()
+    extractor.threads = _Inline()
+    extractor([load_audio(files[0])])  # warm
+    per_clip = []
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for path in files * rounds:
+        extractor.stage_cpu = stages = {"decode": time.thread_time()}
+        wave = load_audio(path)
+        stages["decode"] = time.thread_time() - stages["decode"]
+        extractor([wave])
+        per_clip.append(stages)
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    print(f"profile of ours, CPU ms per 30-s clip by stage (median of {len(per_clip)} clips, 1 torch thread):")
+    medians = {name: 1000 * float(np.median([s[name] for s in per_clip])) for name in per_clip[0]}
+    for name, ms in medians.items():
+        print(f"  {name:36s} {ms:6.2f}")
+    print(f"  {'sum of the medians':36s} {sum(medians.values()):6.2f}")
+    print(f"  whole calls: CPU {1000 * cpu / len(per_clip):.1f} ms, wall {1000 * wall / len(per_clip):.1f} ms per clip")
+    print(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
 
 def feature_parity(audio_dir: Path, table: Path) -> None:
@@ -159,10 +199,14 @@ def main(
     clips: int = 30,
     features: bool = False,
     table: str = "data/dataset/features_30_sec.csv",
+    profile: bool = False,
 ):
-    """All figures; --features: only the 57 GTZAN features (speed beside librosa, parity with --table)."""
-    classifier = None if features else GenreClassifier.from_checkpoint(model_path, device="cpu")
+    """All figures; --features: only the 57 GTZAN features (speed beside librosa, parity with --table); --profile:
+    only the CPU time of each stage of ours."""
+    classifier = None if features or profile else GenreClassifier.from_checkpoint(model_path, device="cpu")
     files = whole_clips(audio_dir, clips)
+    if profile:
+        return feature_profile(files[:5])
     print(f"clips: {len(files)} whole 30-s clips from {audio_dir} (torch threads: {torch.get_num_threads()})")
     try:
         wall, cpu = feature_speed(files[:5])

@@ -10,14 +10,17 @@ exactly: a track is processed window by window in flat memory.
 import functools
 import math
 import operator
+import threading
+import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from music_genre_classification.data import feature_kernels as kernels
 from music_genre_classification.data.running_median import running_median
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
 
@@ -88,13 +91,17 @@ class FeatureExtractor:
 
     def __init__(self):
         self.window = torch.hann_window(N_FFT)
+        self.window_np = self.window.numpy()
+        self.stage_cpu: dict[str, float] | None = None  # a dict: CPU seconds per stage are added up in it
+        self._lock = threading.Lock()
+        self._buffers: dict[str, torch.Tensor] = {}
         self.mel = LogMel(SpectrogramParams(sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS))
         self.freqs = torch.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1, dtype=torch.float64)
-        self.freq_powers = torch.stack([torch.ones_like(self.freqs), self.freqs, self.freqs.square()], 1)
         self.dct = _dct_ortho(N_MFCC, N_MELS).float()
         self.ac_window = torch.hann_window(TEMPO_WINDOW)
-        fft_freqs = self.freqs.numpy()
+        fft_freqs = self.freqs_np = self.freqs.numpy()
         self.pitch_bins = (int(np.argmax(fft_freqs >= 150.0)), int(np.argmax(fft_freqs >= 4000.0)))
+        self.tuning_edges = torch.linspace(-0.5, 0.5, 101, dtype=torch.float64).numpy()
         self.threads = ThreadPoolExecutor(2)
 
     def __call__(self, waves: list[np.ndarray]) -> np.ndarray:
@@ -123,93 +130,96 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def _moments(self, y: torch.Tensor) -> list[Moments]:
-        stft = torch.stft(y, N_FFT, HOP, window=self.window, center=True, pad_mode="reflect", return_complex=True)
-        spectra = stft.transpose(1, 2)  # [batch, frames, bins], contiguous as torch.stft lays it out
-        power = torch.addcmul(spectra.real.square(), spectra.imag, spectra.imag)
-        magnitude = power.sqrt()
-        # the HPSS masks and chroma run on worker threads (numba and torch release the GIL) beside the rest
-        chroma = self.threads.submit(self._chroma, power)
-        masks = [self.threads.submit(_harmonic_mask, clip) for clip in magnitude.numpy()]
-        mel_db = self._mel_db(power)
-        centroid, bandwidth, rolloff = self._spectral_shape(magnitude)
-        onset = _onset_envelope(mel_db)
-        tempogram = self._tempogram(onset).numpy()
-        series = [  # [batch, values, features] each, summarised over dim 1
-            chroma.result().flatten(1)[..., None],
-            _rms(y)[..., None],
-            centroid[..., None],
-            bandwidth[..., None],
-            rolloff[..., None],
-            _zero_crossing_rate(y)[..., None],
-        ]
-        stats = [_summarise(s) for s in series]
-        mask = torch.from_numpy(np.stack([m.result() for m in masks]))
-        harmony = self._istft(spectra * mask, y.shape[-1])  # the percussive part is y - harmony
-        stats += [_summarise(s) for s in (harmony[..., None], (y - harmony)[..., None], mel_db @ self.dct.T)]
-        count, mean, m2 = (torch.cat([s[k] for s in stats], 1).numpy() for k in range(3))
-        onsets = onset.ne(0).any(1).tolist()
-        frames = onset.shape[1]
-        return [Moments(count[b], mean[b], m2[b], tempogram[b], frames, onsets[b]) for b in range(len(y))]
+        stage = self._stage
+        spectra = stage("STFT", self._stft, y)
+        power, magnitude = stage("|X|^2 and |X|", self._power_magnitude, spectra)
+        # HPSS on the two worker threads (numba releases the GIL): the median over frames on one, the median over bins
+        # then the masked spectra on the other
+        masked = self._buffer("masked", spectra.shape, torch.complex64)
+        hpss = []
+        for clip in zip(spectra.numpy(), magnitude.numpy(), masked.numpy()):
+            harmonic = self.threads.submit(
+                stage, "HPSS median over frames (worker)", running_median, clip[1], HPSS_KERNEL
+            )
+            hpss.append(self.threads.submit(self._mask_spectra, *clip, harmonic))
+        chroma = self._chroma(power).numpy()
+        mel_db = stage("mel spectrogram (dB)", self._mel_db, power)
+        mfcc = stage("MFCC (DCT)", torch.matmul, mel_db, self.dct.T).numpy()
+        onset = stage("onset strength", _onset_envelope, mel_db)
+        tempogram = stage("tempogram", self._tempogram, onset).numpy()
+        out = []
+        for b, clip in enumerate(y.numpy()):
+            rms, zcr = stage("rms + zero crossings", kernels.rms_zcr, clip, N_FFT, HOP)
+            shape = stage("centroid, bandwidth, rolloff", kernels.spectral_shape, magnitude[b].numpy(), self.freqs_np)
+            hpss[b].result()
+            harmony = stage("inverse STFT (harmonic)", self._istft, masked[b].numpy(), len(clip))
+            series = [chroma[b].reshape(-1), rms, *shape, zcr, harmony]
+            stats = stage("means and variances", _summaries, series, clip, mfcc[b])
+            out.append(Moments(*stats, tempogram[b], onset.shape[1], bool(onset[b].ne(0).any())))
+        return out
+
+    def _mask_spectra(self, spectra: np.ndarray, magnitude: np.ndarray, out: np.ndarray, harmonic: Future) -> None:
+        """out = spectra times HPSS's harmonic mask, from the median over bins computed here and the one over frames."""
+        percussive = self._stage("HPSS median over bins (worker)", running_median, magnitude, HPSS_KERNEL, 1)
+        self._stage("HPSS mask (worker)", kernels.apply_hpss_mask, spectra, harmonic.result(), percussive, out)
+
+    def _stage(self, name: str, function, *args):
+        """function(*args), its thread's CPU time added to self.stage_cpu[name] when that is a dict (a profile)."""
+        if self.stage_cpu is None:
+            return function(*args)
+        start = time.thread_time()
+        result = function(*args)
+        with self._lock:
+            self.stage_cpu[name] = self.stage_cpu.get(name, 0.0) + time.thread_time() - start
+        return result
+
+    def _stft(self, y: torch.Tensor) -> torch.Tensor:
+        """[batch, frames, bins] complex64: torch.stft(center=True, pad_mode="reflect") to the bit, in fewer copies."""
+        frames = F.pad(y[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")[:, 0].unfold(-1, N_FFT, HOP)
+        windowed = torch.mul(frames, self.window, out=self._buffer("frames", frames.shape, torch.float32))
+        spectra = self._buffer("spectra", (*frames.shape[:2], N_FFT // 2 + 1), torch.complex64)
+        return torch.fft.rfft(windowed, out=spectra)
+
+    def _power_magnitude(self, spectra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """|X|^2 and |X| of [batch, frames, bins] spectra, float32."""
+        power = self._buffer("power", spectra.shape, torch.float32)
+        magnitude = self._buffer("magnitude", spectra.shape, torch.float32)
+        for s, p, m in zip(spectra.numpy(), power.numpy(), magnitude.numpy()):
+            kernels.power_magnitude(s, p, m)
+        return power, magnitude
+
+    def _istft(self, spectra: np.ndarray, length: int) -> np.ndarray:
+        """Inverse of the centered STFT, [frames, bins] -> [length] float32."""
+        frames = self._buffer("inverse", (len(spectra), N_FFT), torch.float32)
+        torch.fft.irfft(torch.from_numpy(spectra), n=N_FFT, out=frames)
+        return kernels.overlap_add(frames.numpy(), self.window_np, _envelope(len(frames)), HOP, length)
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A tensor kept for reuse between calls (fresh memory costs page faults: ~10% of the CPU time per clip)."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape != tuple(shape) or buffer.dtype != dtype:
+            buffer = self._buffers[name] = torch.empty(shape, dtype=dtype)
+        return buffer
 
     def _mel_db(self, power: torch.Tensor) -> torch.Tensor:
         """[batch, frames, 128] power_to_db(melspectrogram) with ref 1 and top_db 80, as MFCC and onsets use it."""
         db = 10 * torch.log10(torch.clamp(self.mel.mel_power(power), min=1e-10))
         return torch.maximum(db, db.amax((1, 2), keepdim=True) - 80.0)
 
-    def _spectral_shape(self, magnitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Centroid, bandwidth (p=2) and 85% rolloff of each frame, in Hz: [batch, frames] each."""
-        sums = magnitude.double() @ self.freq_powers  # [batch, frames, 3]: sum of magnitude * f^0, f^1, f^2
-        total = torch.where(sums[..., 0] < TINY32, 1.0, sums[..., 0])
-        centroid = sums[..., 1] / total
-        # sum(w (f - c)^2) / total, expanded: float64 keeps the cancellation harmless
-        bandwidth = ((sums[..., 2] - 2 * centroid * sums[..., 1] + centroid.square() * sums[..., 0]) / total).sqrt()
-        cumulative = magnitude.cumsum(-1)  # float32, as librosa's threshold test
-        reached = torch.searchsorted(cumulative, 0.85 * cumulative[..., -1:])[..., 0]  # first bin at 85% of the sum
-        return centroid, bandwidth, self.freqs[reached]
-
     def _chroma(self, power: torch.Tensor) -> torch.Tensor:
         """[batch, frames, 12] chroma_stft: tuning-corrected chroma filters, each frame scaled to a peak of 1."""
-        filters = torch.stack([_chroma_filters(self._tuning(p)) for p in power])
+        lo, hi, edges = *self.pitch_bins, self.tuning_edges
+        tunings = [
+            self._stage("chroma tuning estimate", kernels.tuning, p, lo, hi, SAMPLE_RATE, N_FFT, edges)
+            for p in power.numpy()
+        ]
+        return self._stage("chroma", self._chroma_project, power, tunings)
+
+    def _chroma_project(self, power: torch.Tensor, tunings: list[float]) -> torch.Tensor:
+        filters = torch.stack([_chroma_filters(t) for t in tunings])
         chroma = power @ filters.transpose(1, 2)
         peak = chroma.amax(-1, keepdim=True)
         return chroma / torch.where(peak < TINY32, 1.0, peak)
-
-    def _tuning(self, power: torch.Tensor) -> float:
-        """librosa's estimate_tuning from [frames, bins] power: the commonest deviation of spectral peaks from A440."""
-        lo, hi = self.pitch_bins
-        s = power[:, lo - 1 : hi + 1]
-        masked = s * (s > 0.1 * power.amax(1, keepdim=True))
-        peak = (masked[:, 1:-1] > masked[:, :-2]) & (masked[:, 1:-1] >= masked[:, 2:])
-        s_peak, s_next, s_prev = s[:, 1:-1][peak], s[:, 2:][peak], s[:, :-2][peak]
-        curve = s_next + s_prev - 2 * s_peak
-        slope = (s_next - s_prev) / 2
-        shift = torch.where(slope.abs() >= curve.abs(), 0.0, -slope / curve)  # parabolic interpolation
-        magnitudes = s_peak + 0.5 * slope * shift
-        bins = peak.nonzero()[:, 1] + lo
-        pitches = ((bins + shift.double()) * SAMPLE_RATE / N_FFT).float()
-        if not len(pitches):
-            return 0.0
-        threshold = _median(magnitudes, 0)
-        octaves = N_CHROMA * torch.log2(pitches[magnitudes >= threshold] / 27.5)
-        residual = torch.remainder(octaves, 1.0)
-        residual = torch.where(residual >= 0.5, residual - 1.0, residual)
-        edges = torch.linspace(-0.5, 0.5, 101, dtype=torch.float64)
-        counts = torch.bincount(torch.bucketize(residual.double(), edges, right=True) - 1, minlength=100)
-        return float(edges[counts.argmax()])
-
-    def _istft(self, spectra: torch.Tensor, length: int) -> torch.Tensor:
-        """Inverse of the centered STFT: [batch, frames, bins] -> [batch, length], overlap-added by HOP blocks."""
-        batch, frames, _ = spectra.shape
-        parts = N_FFT // HOP
-        pieces = (torch.fft.irfft(spectra, n=N_FFT) * self.window).unflatten(-1, (parts, HOP))
-        out = spectra.real.new_zeros(batch, frames + parts - 1, HOP)
-        envelope = out.new_zeros(frames + parts - 1, HOP)
-        for k, window_part in enumerate(self.window.square().unflatten(0, (parts, HOP))):
-            out[:, k : k + frames] += pieces[:, :, k]
-            envelope[k : k + frames] += window_part
-        out, envelope = out.flatten(1), envelope.flatten()
-        out = out / torch.where(envelope > TINY32, envelope, 1.0)
-        return out[:, N_FFT // 2 : N_FFT // 2 + length]
 
     def _tempogram(self, onset: torch.Tensor) -> torch.Tensor:
         """[batch, TEMPO_WINDOW] autocorrelation of 8-s hann-windowed onset frames, each scaled to a peak of 1, mean.
@@ -229,53 +239,27 @@ class FeatureExtractor:
         return torch.fft.irfft(mean_power, n=720)[:, :TEMPO_WINDOW]
 
 
-def _summarise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Count, mean and sum of squared deviations over dim 1 of [batch, values, features], in float64."""
-    x = x.double()
-    mean = x.mean(1)
-    return torch.full_like(mean, x.shape[1]), mean, (x - mean[:, None]).square().sum(1)
-
-
-def _rms(y: torch.Tensor) -> torch.Tensor:
-    """[batch, frames] root mean square of librosa's frames: N_FFT samples every HOP, the audio reflect-padded."""
-    padded = F.pad(y[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")
-    return F.avg_pool1d(padded.square(), N_FFT, HOP)[:, 0].sqrt()
-
-
-def _zero_crossing_rate(y: torch.Tensor) -> torch.Tensor:
-    """Sign changes per sample in each frame; |y| <= 1e-10 counts as 0 (positive), the frame's first sample as none."""
-    negative = F.pad(y[:, None], (N_FFT // 2, N_FFT // 2), mode="replicate") < -1e-10
-    crossings = (negative[..., 1:] != negative[..., :-1]).float()  # [j]: between samples j and j + 1
-    counts = (F.avg_pool1d(crossings, N_FFT - 1, HOP)[:, 0] * (N_FFT - 1)).round()
-    return counts.double() / N_FFT
+def _summaries(series: list[np.ndarray], clip: np.ndarray, mfcc: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Count, mean and sum of squared deviations (float64) of the 28 summarised features of one clip: the 1-D series
+    of chroma to harmony (the harmonic waveform), then the percussive waveform clip - harmony, then the MFCC columns."""
+    pairs = [kernels.mean_m2(s) for s in series]
+    pairs.append(kernels.difference_mean_m2(clip, series[-1]))
+    mean, m2 = (np.array([p[k] for p in pairs]) for k in range(2))
+    mfcc_mean, mfcc_m2 = kernels.columns_mean_m2(mfcc)
+    count = [len(s) for s in series] + [len(clip)] + [len(mfcc)] * mfcc.shape[1]
+    return np.array(count, float), np.concatenate([mean, mfcc_mean]), np.concatenate([m2, mfcc_m2])
 
 
 def _onset_envelope(mel_db: torch.Tensor) -> torch.Tensor:
     """[batch, frames] onset strength as beat_track computes it: the median over mels of the positive dB rise."""
-    rise = (mel_db[:, 1:] - mel_db[:, :-1]).clamp(min=0)
-    return F.pad(_median(rise, -1), (3, 0))[:, : mel_db.shape[1]]  # lag 1 + centering (N_FFT // 2 // HOP) frames
+    medians = torch.from_numpy(np.stack([kernels.onset_medians(clip) for clip in mel_db.numpy()]))
+    return F.pad(medians, (3, 0))[:, : mel_db.shape[1]]  # lag 1 + centering (N_FFT // 2 // HOP) frames
 
 
-def _median(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """numpy's median: the mean of the two middle values when there is an even number."""
-    n = x.shape[dim]
-    low = x.kthvalue((n + 1) // 2, dim).values
-    return low if n % 2 else (low + x.kthvalue(n // 2 + 1, dim).values) / 2
-
-
-def _harmonic_mask(magnitude: np.ndarray) -> np.ndarray:
-    """librosa's HPSS soft mask of a [frames, bins] magnitude: H^2 / (H^2 + P^2), H and P medians over 31 frames and
-    over 31 bins. The percussive mask is 1 minus this one (both 0.5 where H and P are 0)."""
-    harmonic = np.square(_centred_median(magnitude))
-    percussive = np.square(_centred_median(np.ascontiguousarray(magnitude.T))).T
-    total = harmonic + percussive
-    return np.divide(harmonic, total, out=np.full_like(total, 0.5), where=total > 0)
-
-
-def _centred_median(x: np.ndarray) -> np.ndarray:
-    """Running median along axis 0, mirrored at the ends (scipy's 'reflect', as librosa's HPSS): same shape."""
-    half = HPSS_KERNEL // 2
-    return running_median(np.pad(x, ((half, half), (0, 0)), mode="symmetric"), HPSS_KERNEL)
+@functools.lru_cache(maxsize=16)
+def _envelope(frames: int) -> np.ndarray:
+    """The summed squared hann window of `frames` STFT frames (the inverse STFT's divisor), float32."""
+    return kernels.window_envelope(torch.hann_window(N_FFT).numpy(), frames, HOP)
 
 
 @functools.lru_cache(maxsize=128)
