@@ -157,3 +157,15 @@ def test_files_that_are_not_audio_say_what_they_are(tmp_path, content, words):
     with pytest.raises(AudioError, match=words) as err:
         load_audio(tmp_path / "song.mp3")
     assert "possibly a pipe" not in str(err.value)
+
+
+def test_music_with_long_pauses_is_not_taken_for_noise():
+    """Quiet columns (pauses, a fade, a recording between beeps) are flat at the floor: they must not count as noise."""
+    pauses = np.zeros(20 * SR, np.float32)
+    for start in range(0, 20, 4):  # 0.5 s of a chord every 4 s, silence between
+        pauses[start * SR : start * SR + SR // 2] = tone("mid", start, seconds=0.5)
+    windows = track_spectrograms([pauses], LogMel())
+    assert windows[-1][1] == 20.0
+    with pytest.raises(AudioError, match="noise"):  # while noise with the same pauses still is noise
+        noise = np.where(pauses != 0, np.random.default_rng(1).standard_normal(pauses.size), 0).astype(np.float32)
+        track_spectrograms([0.3 * noise], LogMel())

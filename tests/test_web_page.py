@@ -133,8 +133,12 @@ def test_a_recording_from_the_microphone_is_classified(server, browser):
     browser.get(server.url + "/")
     record = browser.find_element(By.ID, "record")
     record.click()
-    WebDriverWait(browser, 10).until(lambda b: "Stop (0:03)" in record.text)
+    WebDriverWait(browser, 20).until(lambda b: "Stop (0:05)" in record.text)  # past the 3 s the model needs
     record.click()
+    answered = WebDriverWait(browser, 60).until(
+        lambda b: [e for e in (b.find_element(By.ID, "result"), b.find_element(By.ID, "error")) if e.is_displayed()]
+    )
+    assert answered[0].get_attribute("id") == "result", answered[0].text
     genre, bars = shown_result(browser)
     assert genre in GENRES and set(bars) == set(GENRES)
     assert browser.find_element(By.ID, "meta").text.startswith("recording.")

@@ -132,7 +132,7 @@ class GenreModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["split_table"] = self.split_table
         # the validation scores of the epoch being saved, so that a checkpoint alone says how good it is
-        metrics = self.trainer.callback_metrics
+        metrics = self._trainer.callback_metrics if self._trainer is not None else {}  # none when saved by hand
         checkpoint["val_metrics"] = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
         state = checkpoint["state_dict"]
         if self.ema_net is not None:  # the averaged weights are the model; inference reads them as net.*
