@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from conftest import SR, encode, tone
+from conftest import CLIP_S, SR, encode, tone
 
 from music_genre_classification.data.audio import MIN_DURATION_S
+from music_genre_classification.data.feature_table import MIN_FEATURE_S
 
 SECONDS = max(12.0, 2.5 * MIN_DURATION_S)  # long enough that a file cut in half still holds audio to judge
 
@@ -77,18 +78,19 @@ def write_hostile(folder: Path) -> list[Hostile]:
     ]:
         add(name, encode(music, "WAV", subtype), "genre", "low", SECONDS)
     for rate in (96000, 44101):  # 44101 Hz: an exact resampling kernel would take 16 GB
-        add(f"rate{rate}.wav", encode(tone("low", 2, 6, sr=rate), "WAV", sr=rate), "genre", "low", 6)
-    add("rate8000.wav", encode(tone("low", 2, 6, sr=8000), "WAV", sr=8000), "genre", "", 6)  # no noise floor: any genre
-    add("six_channels.flac", encode(np.stack([tone("mid", 3, 6)] * 6, axis=1), "FLAC"), "genre", "mid", 6)
+        add(f"rate{rate}.wav", encode(tone("low", 2, sr=rate), "WAV", sr=rate), "genre", "low", CLIP_S)
+    rate8000 = encode(tone("low", 2, sr=8000), "WAV", sr=8000)
+    add("rate8000.wav", rate8000, "genre", "", CLIP_S)  # no noise floor: any genre
+    add("six_channels.flac", encode(np.stack([tone("mid", 3)] * 6, axis=1), "FLAC"), "genre", "mid", CLIP_S)
     add("tail 1.2 s after 30 s.ogg", encode(tone("mid", 4, 31.2), "OGG"), "genre", "", 31.2)
     for name in ("spaces and ünïcode.flac", "-starts-with-dash.wav", "pipe:0.wav", "new\nline.wav"):
-        add(name, encode(tone("high", 5, 5), "WAV"), "genre", "high", 5)
+        add(name, encode(tone("high", 5), "WAV"), "genre", "high", CLIP_S)
     long = np.zeros(600 * SR, np.float32)  # ten minutes, small as FLAC: a tone, then silence
     long[: 20 * SR] = tone("mid", 5, 20)
     add("ten_minutes.flac", encode(long, "FLAC"), "genre", "", 600)
-    unknown = bytearray(encode(tone("mid", 6, 6), "WAV"))
+    unknown = bytearray(encode(tone("mid", 6), "WAV"))
     unknown[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # data size "unknown", as streaming writers leave it
-    add("unknown_size.wav", bytes(unknown), "genre", "mid", 6)
+    add("unknown_size.wav", bytes(unknown), "genre", "mid", CLIP_S)
 
     # nothing, or not audio at all
     for ext in ("wav", "mp3", "flac", "ogg", "m4a"):
@@ -100,17 +102,19 @@ def write_hostile(folder: Path) -> list[Hostile]:
     add("id3_only.mp3", b"ID3\x04\x00\x00\x00\x00\x00\x00", "error", "")
 
     # samples that are no music: silence, noise, NaN, absurd values, too short, absurd sample rate
-    add("silence.wav", encode(np.zeros(5 * SR, np.float32), "WAV"), "error", "silent")
-    add("white_noise.wav", encode(0.3 * rng.standard_normal(5 * SR).astype(np.float32), "WAV"), "error", "noise")
-    nan = tone("low", 7, 5)
+    add("silence.wav", encode(np.zeros(round(CLIP_S * SR), np.float32), "WAV"), "error", "silent")
+    noise = 0.3 * rng.standard_normal(round(CLIP_S * SR)).astype(np.float32)
+    add("white_noise.wav", encode(noise, "WAV"), "error", "noise")
+    nan = tone("low", 7)
     nan[SR : 2 * SR] = np.nan
     add("nan.wav", encode(nan, "WAV", "FLOAT"), "error", "NaN")
-    inf = tone("low", 7, 5)
+    inf = tone("low", 7)
     inf[100] = np.inf
     add("inf.wav", encode(inf, "WAV", "FLOAT"), "error", "infinite")
-    add("huge_values.wav", encode(tone("low", 8, 5) * 1e30, "WAV", "FLOAT"), "error", "out of range")
-    add("too_short.wav", encode(tone("low", 9, MIN_DURATION_S - 0.3), "WAV"), "error", "too short")
-    add("rate1000.wav", _raw_wav(tone("low", 9, 5, sr=1000), 1000), "error", "sample rate")
+    add("huge_values.wav", encode(tone("low", 8) * 1e30, "WAV", "FLOAT"), "error", "out of range")
+    too_short = min(MIN_DURATION_S, MIN_FEATURE_S) - 0.3  # too short for the model and for `features`
+    add("too_short.wav", encode(tone("low", 9, too_short), "WAV"), "error", "too short")
+    add("rate1000.wav", _raw_wav(tone("low", 9, sr=1000), 1000), "error", "sample rate")
 
     # cut off (an unfinished download) or damaged: only the audio there may be judged, with a warning
     for fmt, ext, subtype in [("WAV", "wav", None), ("FLAC", "flac", None), ("MP3", "mp3", None), ("OGG", "ogg", None)]:

@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
-from conftest import SR, encode, tone
+from conftest import CLIP_S, SR, encode, tone
 
 from music_genre_classification.data.audio import MIN_DURATION_S, AudioError, decode_blocks, load_audio
 from music_genre_classification.data.dataset import audio_spectrogram
@@ -118,9 +118,9 @@ def test_missing_file_silence_and_too_short_are_refused(tmp_path):
         (np.zeros(65 * SR, np.float32), "silent"),
         (tone("low", 0, seconds=0.5), "too short"),
         (tone("low", 0, seconds=MIN_DURATION_S - 0.05), f"the model needs at least {MIN_DURATION_S:g} s"),
-        (0.3 * np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32), "noise"),
+        (0.3 * np.random.default_rng(0).standard_normal(round(CLIP_S * SR)).astype(np.float32), "noise"),
         (np.zeros(0, np.float32), "too short"),
-        (np.full(5 * SR, np.nan, np.float32), "NaN"),
+        (np.full(round(CLIP_S * SR), np.nan, np.float32), "NaN"),
     ]:
         with pytest.raises(AudioError, match=message):
             track_spectrograms([wave], LogMel())

@@ -4,13 +4,13 @@ import re
 
 import numpy as np
 import pytest
-from conftest import GENRES, REPO, SR, bot_process, encode, run_cli, tone
+from conftest import CLIP_S, GENRES, REPO, SR, bot_process, encode, run_cli, tone
 from fake_telegram import FakeBotAPI
 
 FILES_PER_MINUTE = 3
 
 
-def mp3(genre: str, seconds: float = 10, seed: int = 1) -> bytes:
+def mp3(genre: str, seconds: float = CLIP_S, seed: int = 1) -> bytes:
     return encode(tone(genre, seed, seconds, sr=44100), "MP3", sr=44100)
 
 
@@ -54,8 +54,8 @@ def test_mp3_document_gets_genre_and_every_probability(bot):
 
 def test_ogg_opus_voice_note(bot):
     api, _ = bot
-    file = api.add_file(encode(tone("low", 2, 6, sr=48000), "OGG", "OPUS", sr=48000), "voice/file_2.oga")
-    api.send((103, {"voice": {**file, "duration": 6, "mime_type": "audio/ogg"}}))
+    file = api.add_file(encode(tone("low", 2, sr=48000), "OGG", "OPUS", sr=48000), "voice/file_2.oga")
+    api.send((103, {"voice": {**file, "duration": round(CLIP_S), "mime_type": "audio/ogg"}}))
     assert genre_of(api.replies(103)[0]) == "low"
 
 
@@ -111,7 +111,7 @@ def test_anything_but_audio_gets_a_helpful_answer(bot, fields):
     ("data", "expected"),
     [
         (b"ID3\x03\x00\x00\x00garbage that is not an mp3 frame" * 20, "not a readable audio file"),
-        (encode(np.zeros(5 * SR, dtype=np.float32), "WAV"), "silent"),
+        (encode(np.zeros(round(CLIP_S * SR), dtype=np.float32), "WAV"), "silent"),
     ],
     ids=["corrupt", "silent"],
 )
@@ -139,8 +139,8 @@ def test_two_users_are_served_at_once(bot):
 def test_one_user_cannot_flood_the_bot(bot):
     api, _ = bot
     for i in range(FILES_PER_MINUTE + 1):
-        file = api.add_file(mp3("mid", 5, seed=i), f"music/flood_{i}.mp3")
-        api.send((500, {"audio": {**file, "duration": 5}}))
+        file = api.add_file(mp3("mid", seed=i), f"music/flood_{i}.mp3")
+        api.send((500, {"audio": {**file, "duration": round(CLIP_S)}}))
         api.replies(500, count=i + 1)
     replies = api.sent(500)
     assert all(genre_of(r["text"]) == "mid" for r in replies[:FILES_PER_MINUTE])
@@ -149,8 +149,8 @@ def test_one_user_cannot_flood_the_bot(bot):
 
 def test_temporary_files_are_removed(bot):
     api, tmp = bot
-    file = api.add_file(mp3("low", 5), "music/last.mp3")
-    api.send((600, {"audio": {**file, "duration": 5}}))
+    file = api.add_file(mp3("low"), "music/last.mp3")
+    api.send((600, {"audio": {**file, "duration": round(CLIP_S)}}))
     api.replies(600)
     assert list(tmp.iterdir()) == []
 

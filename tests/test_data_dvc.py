@@ -17,6 +17,7 @@ from conftest import SR, tone
 from omegaconf import OmegaConf
 
 from music_genre_classification import GTZAN_GENRES
+from music_genre_classification.data.audio import MIN_DURATION_S
 from music_genre_classification.data.dataset import DataError
 from music_genre_classification.data.fetch import ensure_data, fetch
 
@@ -55,12 +56,14 @@ def data_cfg(url: str, sha256: str) -> OmegaConf:
 
 
 def gtzan_archive() -> bytes:
-    """A small archive in GTZAN's layout: genres/<genre>/<genre>.00000.au, 3 s per clip (the shortest judged)."""
+    """A small archive in GTZAN's layout: genres/<genre>/<genre>.00000.au, MIN_DURATION_S per clip (the shortest judged)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for i, genre in enumerate(GTZAN_GENRES):
             clip = io.BytesIO()
-            sf.write(clip, tone(["low", "mid", "high"][i % 3], i, seconds=3), SR, format="AU", subtype="PCM_16")
+            sf.write(
+                clip, tone(["low", "mid", "high"][i % 3], i, seconds=MIN_DURATION_S), SR, format="AU", subtype="PCM_16"
+            )
             info = tarfile.TarInfo(f"genres/{genre}/{genre}.00000.au")
             info.size = clip.getbuffer().nbytes
             tar.addfile(info, io.BytesIO(clip.getvalue()))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from conftest import REPO, SR, bot_process, run_cli, tone, without_rights, write_gtzan
+from conftest import CLIP_S, REPO, SR, bot_process, run_cli, tone, without_rights, write_gtzan
 from hostile import Hostile, Outcome, check, write_hostile
 
 from music_genre_classification.config import UserError
@@ -199,7 +199,7 @@ def test_hostile_files_get_a_genre_a_warning_or_one_line_error(trained, hostile,
 
 def test_test_command_skips_hostile_clips_with_one_warning(trained, hostile, tmp_path):
     folder, cases = hostile
-    root = write_gtzan(tmp_path / "data", clips_per_genre=2, seconds=5)
+    root = write_gtzan(tmp_path / "data", clips_per_genre=2)
     regular = [c for c in cases if (folder / c.name).is_file() and not (folder / c.name).is_symlink()]
     for case in regular:
         (root / "mid" / case.name).write_bytes((folder / case.name).read_bytes())
@@ -216,11 +216,11 @@ def test_test_command_skips_hostile_clips_with_one_warning(trained, hostile, tmp
 
 def test_bad_python_waveforms_are_refused_or_read_right(trained):
     classifier = GenreClassifier.from_checkpoint(trained["checkpoint"], device="cpu")
-    wave = tone("low", 3, 6, sr=44100)
+    wave = tone("low", 3, sr=44100)
     with pytest.raises(AudioError, match="sample rate"):  # no guessing 22050 Hz
         classifier.predict(wave)
     channels_first = classifier.predict(wave[None].repeat(2, 0), sample_rate=44100)  # [channels, samples]
-    assert channels_first.genre == "low" and abs(channels_first.duration_s - 6) < 0.01
+    assert channels_first.genre == "low" and abs(channels_first.duration_s - CLIP_S) < 0.01
     as_int16 = classifier.predict((wave * 32767).astype("int16"), sample_rate=44100)
     assert as_int16.genre == "low"
     for bad, words in [(wave[None, None], "shape"), (wave.astype(str), "numbers"), (wave[:100], "too short")]:
@@ -231,7 +231,7 @@ def test_bad_python_waveforms_are_refused_or_read_right(trained):
 # --- resumption: kill, damage, resume -------------------------------------------------------------------------------
 
 
-def write_library(folder: Path, count: int, seconds: float = 5.0) -> list[Path]:
+def write_library(folder: Path, count: int, seconds: float = CLIP_S) -> list[Path]:
     folder.mkdir(parents=True)
     paths = [folder / f"clip{i:03d}.wav" for i in range(count)]
     for i, path in enumerate(paths):
@@ -294,7 +294,7 @@ def test_one_output_for_two_folders_keeps_both_folders_rows(trained, tmp_path):
 
 def test_unreadable_files_folders_and_outputs_are_named(trained):
     classifier = GenreClassifier.from_checkpoint(trained["checkpoint"], device="cpu")
-    classifier.predict(tone("low", 1, 5), sample_rate=SR)  # everything imported before the rights go
+    classifier.predict(tone("low", 1), sample_rate=SR)  # everything imported before the rights go
     with without_rights() as folder:
         write_library(folder / "music", 2)
         (folder / "music" / "locked").mkdir()

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import GENRES, SR, encode, run_cli, tone
+from conftest import CLIP_S, GENRES, SR, encode, run_cli, tone
 
 from music_genre_classification.serving.inference import GenreClassifier
 
@@ -41,25 +41,25 @@ def infer_cli(trained, audio, *args, cwd):
     ],
 )
 def test_every_supported_format_is_classified(classifier, tmp_path, name, sr, genre, kwargs):
-    path = write(tmp_path / name, tone(genre, 7, seconds=5, sr=sr), sr, **kwargs)
+    path = write(tmp_path / name, tone(genre, 7, seconds=CLIP_S, sr=sr), sr, **kwargs)
     prediction = classifier.predict(path)
     assert prediction.genre == genre
     assert abs(sum(prediction.probabilities.values()) - 1) < 1e-6 and list(prediction.probabilities)[0] == genre
-    assert abs(prediction.duration_s - 5) < 0.1
+    assert abs(prediction.duration_s - CLIP_S) < 0.1
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 def test_m4a_goes_through_ffmpeg(classifier, tmp_path):
-    wav = write(tmp_path / "a.wav", tone("low", 3, seconds=5))
+    wav = write(tmp_path / "a.wav", tone("low", 3, seconds=CLIP_S))
     m4a = tmp_path / "a.m4a"
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "aac", str(m4a)], check=True)
     assert classifier.predict(m4a).genre == "low"
 
 
 def test_a_numpy_waveform_at_any_rate_and_stereo_works(classifier):
-    stereo = np.stack([tone("mid", 5, seconds=5, sr=44100)] * 2, axis=1)
+    stereo = np.stack([tone("mid", 5, seconds=CLIP_S, sr=44100)] * 2, axis=1)
     prediction = classifier.predict(stereo, sample_rate=44100)
-    assert prediction.genre == "mid" and abs(prediction.duration_s - 5) < 0.01
+    assert prediction.genre == "mid" and abs(prediction.duration_s - CLIP_S) < 0.01
 
 
 def test_three_minute_track_gets_segments_covering_it_exactly(classifier, tmp_path):
@@ -77,7 +77,7 @@ def test_three_minute_track_gets_segments_covering_it_exactly(classifier, tmp_pa
 
 
 def test_cli_python_and_batch_give_identical_results(trained, classifier, tmp_path):
-    clip = write(tmp_path / "music" / "clip.wav", tone("mid", 11, seconds=6))
+    clip = write(tmp_path / "music" / "clip.wav", tone("mid", 11, seconds=CLIP_S))
     python = classifier.predict(clip).probabilities
     ((_, batch, error),) = list(classifier.predict_many([clip]))
     assert error is None and batch.probabilities == python
@@ -90,7 +90,7 @@ def test_cli_python_and_batch_give_identical_results(trained, classifier, tmp_pa
 
 @pytest.mark.parametrize("suffix", [".txt", ".csv"])
 def test_single_file_output_formats(trained, tmp_path, suffix):
-    clip = write(tmp_path / "clip.wav", tone("low", 2, seconds=5))
+    clip = write(tmp_path / "clip.wav", tone("low", 2, seconds=CLIP_S))
     out = tmp_path / f"result{suffix}"
     result = infer_cli(trained, clip, "--output_path", str(out), "--segments", cwd=tmp_path)
     assert result.returncode == 0
@@ -105,8 +105,8 @@ def test_single_file_output_formats(trained, tmp_path, suffix):
 def test_folder_run_writes_rows_keeps_going_after_bad_files_and_resumes(trained, tmp_path):
     library = tmp_path / "library"
     for i, genre in enumerate(GENRES):
-        write(library / genre / f"{i}.wav", tone(genre, 40 + i, seconds=5))
-    write(library / "deep" / "nested" / "x.flac", tone("high", 50, seconds=5))
+        write(library / genre / f"{i}.wav", tone(genre, 40 + i, seconds=CLIP_S))
+    write(library / "deep" / "nested" / "x.flac", tone("high", 50, seconds=CLIP_S))
     (library / "corrupt.mp3").write_bytes(b"ID3" + b"\x00" * 500)
     (library / "notes.txt").write_text("not music")
     out = tmp_path / "labels.csv"
@@ -120,8 +120,8 @@ def test_folder_run_writes_rows_keeps_going_after_bad_files_and_resumes(trained,
     assert all(r["genre"] == r["path"].split("/")[-2] for r in good if r["path"].split("/")[-2] in GENRES)
     assert all(abs(sum(float(r[g]) for g in GENRES) - 1) < 1e-6 for r in good)
 
-    write(library / "corrupt.mp3", tone("high", 59, seconds=5, sr=44100), sr=44100, format="MP3")  # mended
-    write(library / "new.wav", tone("low", 60, seconds=5))
+    write(library / "corrupt.mp3", tone("high", 59, seconds=CLIP_S, sr=44100), sr=44100, format="MP3")  # mended
+    write(library / "new.wav", tone("low", 60, seconds=CLIP_S))
     second = infer_cli(trained, library, "--output_path", str(out), cwd=tmp_path)
     assert second.returncode == 0 and "2 audio files to label" in second.stdout and "4 already done" in second.stdout
     rows = list(csv.DictReader(open(out)))
@@ -144,7 +144,7 @@ def test_folder_results_as_jsonl_with_segments(trained, tmp_path):
         (lambda d: (d / "song.wav").write_bytes(b""), "empty file"),
         (lambda d: (d / "song.wav").write_text("hello, I am text"), "is a text file, not audio"),
         (lambda d: (d / "song.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage"), "not a readable audio file"),
-        (lambda d: sf.write(d / "song.wav", np.zeros(5 * SR, np.float32), SR), "silent"),
+        (lambda d: sf.write(d / "song.wav", np.zeros(round(CLIP_S * SR), np.float32), SR), "silent"),
         (lambda d: sf.write(d / "song.wav", tone("low", 0, seconds=0.4), SR), "too short"),
     ],
 )
@@ -157,7 +157,7 @@ def test_bad_audio_gives_one_line_error(trained, tmp_path, setup, message):
 
 
 def test_missing_or_fake_checkpoint_gives_one_line_error(tmp_path):
-    clip = write(tmp_path / "clip.wav", tone("low", 1, seconds=3))
+    clip = write(tmp_path / "clip.wav", tone("low", 1, seconds=CLIP_S))
     (tmp_path / "fake.ckpt").write_bytes(b"\x00" * 100)
     for model, message in (("missing.ckpt", "no such checkpoint"), ("fake.ckpt", "not a readable checkpoint")):
         result = run_cli("infer", "--model_path", model, "--audio_path", str(clip), cwd=tmp_path)
@@ -165,13 +165,13 @@ def test_missing_or_fake_checkpoint_gives_one_line_error(tmp_path):
 
 
 def test_a_cut_off_mp3_is_judged_on_what_is_there_with_a_warning(trained, tmp_path):
-    whole = encode(tone("low", 4, 12, sr=44100), "MP3", sr=44100)
+    whole = encode(tone("low", 4, 3 * CLIP_S, sr=44100), "MP3", sr=44100)
     (tmp_path / "cut.mp3").write_bytes(whole[: len(whole) // 3])  # an unfinished download
     result = infer_cli(trained, tmp_path / "cut.mp3", cwd=tmp_path)
     seconds = float(re.search(r"genre: \w+\s+\(([\d.]+) s\)", result.stdout)[1])
-    assert result.returncode == 0 and 3.5 < seconds < 4.5  # not the 12 s its header announces
+    assert result.returncode == 0 and CLIP_S - 0.5 < seconds < CLIP_S + 0.5  # not what its header announces
     (warning,) = result.stderr.strip().splitlines()
-    assert warning.startswith("warning: ") and "of the 12.0 s its header announces" in warning
+    assert warning.startswith("warning: ") and f"of the {3 * CLIP_S:.1f} s its header announces" in warning
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,7 @@ def test_a_cut_off_mp3_is_judged_on_what_is_there_with_a_warning(trained, tmp_pa
     ],
 )
 def test_bad_arguments_paths_and_files_end_in_one_error_line(trained, tmp_path, args, message):
-    write(tmp_path / "lib" / "a.wav", tone("low", 1, seconds=5))
+    write(tmp_path / "lib" / "a.wav", tone("low", 1, seconds=CLIP_S))
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "folder.json").mkdir()
     (tmp_path / "corrupt.mp3").write_bytes(b"ID3\x03\x00\x00\x00\x00\x00\x00" + bytes(range(256)) * 8)

@@ -80,7 +80,7 @@ def test_checkpoint_alone_is_enough_to_test(trained, tmp_path):
 def test_test_scores_other_labelled_data_with_split_all(trained, tmp_path):
     from conftest import write_gtzan
 
-    other = write_gtzan(tmp_path / "other", clips_per_genre=3, seconds=6)
+    other = write_gtzan(tmp_path / "other", clips_per_genre=3)
     result = run_cli("test", str(trained["checkpoint"]), f"datamodule.root={other}", "split=all", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "clips 9 " in result.stdout
@@ -185,7 +185,7 @@ def test_a_damaged_checkpoint_is_one_line(trained, tmp_path, command, damage, me
     ckpt = torch.load(trained["checkpoint"], weights_only=True)
     damage(ckpt)
     torch.save(ckpt, tmp_path / "damaged.ckpt")
-    sf.write(tmp_path / "a.wav", tone("low", 1, 5), SR)
+    sf.write(tmp_path / "a.wav", tone("low", 1), SR)
     args = ["test", "damaged.ckpt"] if command == "test" else ["infer", "damaged.ckpt", "a.wav"]
     result = run_cli(*args, cwd=tmp_path)
     (line,) = result.stderr.strip().splitlines()[-1:]
@@ -193,9 +193,16 @@ def test_a_damaged_checkpoint_is_one_line(trained, tmp_path, command, damage, me
     assert line.startswith("error: damaged.ckpt: damaged or incompatible checkpoint") and message in line
 
 
-def test_clip_length_table_scores_crops_of_test_clips(trained, synthetic_gtzan, tmp_path):
+@pytest.mark.parametrize("source", ["audio", "spectrograms"])
+def test_clip_length_table_scores_crops_of_test_clips(trained, synthetic_gtzan, tmp_path, source):
+    from music_genre_classification.data.fetch import build_spectrograms
+
+    spectrograms = tmp_path / "spectrograms"
+    if source == "spectrograms":  # the toy clips as a spectrogram folder, made by the front end
+        build_spectrograms(synthetic_gtzan, spectrograms, tuple(GENRES))
     command = [sys.executable, "-m", "music_genre_classification.training.clip_length", "--model_path"]
-    command += [str(trained["checkpoint"]), "--audio_dir", str(synthetic_gtzan), "--part", "test", "--lengths", "[1,3]"]
+    command += [str(trained["checkpoint"]), "--source", source, "--audio_dir", str(synthetic_gtzan)]
+    command += ["--spec_dir", str(spectrograms), "--part", "test", "--lengths", "[1,3]"]
     result = subprocess.run(
         command, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}
     )
@@ -203,10 +210,18 @@ def test_clip_length_table_scores_crops_of_test_clips(trained, synthetic_gtzan, 
     test_clips = sum(
         row["part"] == "test" for row in torch.load(trained["checkpoint"], weights_only=True)["split_table"]
     )
-    assert f"{test_clips} clips of the test part" in result.stdout
+    check, table = result.stdout.split(f"{test_clips} clips of the test part")
     rows = {
-        m[1]: (int(m[2]), float(m[3]))
-        for m in re.finditer(r"^\s*(\S+(?: s| clip)) +(\d+) +\d+ +([\d.]+)", result.stdout, re.M)
+        m[1]: (int(m[2]), float(m[3])) for m in re.finditer(r"^\s*(\S+(?: s| clip)) +(\d+) +\d+ +([\d.]+)", table, re.M)
     }
     assert rows["1 s"][0] == rows["3 s"][0] == 3 * test_clips and rows["whole clip"][0] == test_clips
     assert rows["whole clip"][1] >= 0.8  # the toy genres are easy on whole clips
+    if source == "spectrograms":  # columns cut from the stored spectrograms are near the front end on that audio
+        assert "front-end check on 24 clips" in check  # every readable toy clip has its audio
+        found = {
+            m[1]: (float(m[2]), m[3])
+            for m in re.finditer(r"^\s*(\S+(?: s| clip)) +\d+ +([\d.]+) +[\d.]+ +([\d.]+|-) ", check, re.M)
+        }
+        assert found.keys() == {"1 s", "3 s", "whole clip"} and found["whole clip"][0] < 0.002  # float16 storage
+        # as near as the audio one hop (23 ms) later: the stored columns lie on another grid of hop frames
+        assert all(cut < 0.05 and cut < 1.5 * float(hop) for cut, hop in (found["1 s"], found["3 s"])), found

@@ -16,7 +16,7 @@ import torchaudio.functional as AF
 
 AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".webm")
 SOUNDFILE_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
-MIN_DURATION_S = 3.0  # shorter audio is refused: python -m music_genre_classification.training.clip_length
+MIN_DURATION_S = 8.0  # shorter audio is refused: python -m music_genre_classification.training.clip_length
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this a clip carries no music to classify
 MAX_PEAK = 1e6  # float audio lies within +-1; far beyond, the power spectrum overflows float32
 RATE_RANGE = (4000, 768000)  # Hz; outside it a file is damaged or not music (and resampling it costs absurd memory)
@@ -45,11 +45,13 @@ class DecodedAudio:
     Block by block, so that a track of many hours never sits in memory whole at its own rate and channel count.
     Only samples really decoded are given: a cut-off download yields what is there, not what its header promises.
     Once the blocks are all read, `duration_s` is what was decoded and `warning` says when the file ended before its
-    header said (cut off or damaged); if less than MIN_DURATION_S is left of such a file it is an AudioError.
+    header said (cut off or damaged); if less than `min_s` is left of such a file it is an AudioError.
     """
 
-    def __init__(self, path: str | Path, sample_rate: int = 22050, block_s: float = 30.0):
-        self.path, self.sample_rate, self.block_s = Path(path), sample_rate, block_s
+    def __init__(
+        self, path: str | Path, sample_rate: int = 22050, block_s: float = 30.0, min_s: float = MIN_DURATION_S
+    ):
+        self.path, self.sample_rate, self.block_s, self.min_s = Path(path), sample_rate, block_s, min_s
         self.duration_s, self.warning = 0.0, None
         self._announced_s, self._cut_ogg = None, False  # what soundfile found in the header
 
@@ -103,7 +105,7 @@ class DecodedAudio:
             self.warning = f"{self.path}: ends after {got} of the {announced_s:.1f} s its header announces; cut off?"
         elif self._cut_ogg:
             self.warning = f"{self.path}: ends abruptly after {got} (its last Ogg page is cut off); cut off?"
-        if self.warning and self.duration_s < MIN_DURATION_S:
+        if self.warning and self.duration_s < self.min_s:
             raise AudioError(f"{self.warning.removesuffix('?')}: too little audio left to classify")
         if self.warning:
             self.warning += f" Only those {got} are classified."
@@ -138,9 +140,11 @@ class DecodedAudio:
         self._finish(decoded, announced, RuntimeError(reason) if process.returncode else None)
 
 
-def decode_blocks(path: str | Path, sample_rate: int = 22050, block_s: float = 30.0) -> DecodedAudio:
+def decode_blocks(
+    path: str | Path, sample_rate: int = 22050, block_s: float = 30.0, min_s: float = MIN_DURATION_S
+) -> DecodedAudio:
     """The blocks of a file (see DecodedAudio): `for block in decode_blocks(path): ...`."""
-    return DecodedAudio(path, sample_rate, block_s)
+    return DecodedAudio(path, sample_rate, block_s, min_s)
 
 
 def load_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:

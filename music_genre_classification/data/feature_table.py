@@ -9,7 +9,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from music_genre_classification.config import CONFIG_DIR, UserError
-from music_genre_classification.data.audio import MIN_DURATION_S, AudioError, decode_blocks
+from music_genre_classification.data.audio import AudioError, decode_blocks
 from music_genre_classification.data.features import (
     MAX_BATCH_SAMPLES,
     SAMPLE_RATE,
@@ -19,6 +19,10 @@ from music_genre_classification.data.features import (
 )
 from music_genre_classification.data.spectrogram import SpectrogramParams, checked_windows
 from music_genre_classification.serving.folder import ResultTable, audio_files, warn_skipped
+
+# the shortest audio the features are made of: GTZAN's 3-s chunks (features_3_sec.csv). No model judges it, so the
+# model's MIN_DURATION_S does not apply
+MIN_FEATURE_S = 3.0
 
 
 def run_features(audio_path: str, output_path: str | None, segment_s: float | None = None) -> bool:
@@ -34,8 +38,8 @@ def run_features(audio_path: str, output_path: str | None, segment_s: float | No
         raise UserError(f"{source}: no such file or folder")
     if not output_path:
         raise UserError("--output_path is needed: the table goes to a .csv or .jsonl file")
-    if segment_s is not None and segment_s < MIN_DURATION_S:
-        raise UserError(f"--segment_s must be at least {MIN_DURATION_S:g} s, got {segment_s:g}")
+    if segment_s is not None and segment_s < MIN_FEATURE_S:
+        raise UserError(f"--segment_s must be at least {MIN_FEATURE_S:g} s, got {segment_s:g}")
     genres = list(OmegaConf.load(CONFIG_DIR / "datamodule" / "gtzan.yaml").genres)
     table = ResultTable(Path(output_path), TABLE_COLUMNS, key="filename")
     files, ignored, skipped = ([source.resolve()], 0, []) if source.is_file() else audio_files(source)
@@ -72,8 +76,8 @@ def file_rows(
     """The table's rows of one file (its whole track, 30-s windows pooled, or its chunks of segment_s) and the
     decoder's warning when the file ended early."""
     label = path.parent.name if path.parent.name in genres else ""
-    audio = decode_blocks(path, SAMPLE_RATE)
-    windows = (wave for _, _, wave in checked_windows(audio, SpectrogramParams(), str(path)))
+    audio = decode_blocks(path, SAMPLE_RATE, min_s=MIN_FEATURE_S)
+    windows = (wave for _, _, wave in checked_windows(audio, SpectrogramParams(), str(path), MIN_FEATURE_S))
     if not segment_s:
         track = extractor.track(windows)
         return [_row(path.name, track.samples, track.features(), label)], audio.warning

@@ -117,10 +117,12 @@ class LogMel(torch.nn.Module):
         return spec[self.column_frames(wave.shape[-1])].T.contiguous()
 
 
-def cut_windows(blocks: Iterable[np.ndarray], params: SpectrogramParams) -> Iterator[np.ndarray]:
+def cut_windows(
+    blocks: Iterable[np.ndarray], params: SpectrogramParams, min_s: float = MIN_DURATION_S
+) -> Iterator[np.ndarray]:
     """Consecutive windows of window_s from a stream of audio blocks; a last part too short to judge on its own
-    (under MIN_DURATION_S) joins the window before it."""
-    size, tail = round(params.window_s * params.sample_rate), round(MIN_DURATION_S * params.sample_rate)
+    (under `min_s`) joins the window before it."""
+    size, tail = round(params.window_s * params.sample_rate), round(min_s * params.sample_rate)
     pending = np.zeros(0, np.float32)
     for block in blocks:
         pending = np.concatenate([pending, block]) if len(pending) else block
@@ -138,16 +140,15 @@ def spectral_flatness(spec: torch.Tensor, top_db: float) -> torch.Tensor:
 
 
 def checked_windows(
-    blocks: Iterable[np.ndarray], params: SpectrogramParams, name: str = "audio"
+    blocks: Iterable[np.ndarray], params: SpectrogramParams, name: str = "audio", min_s: float = MIN_DURATION_S
 ) -> Iterator[tuple[float, float, np.ndarray]]:
-    """(start_s, end_s, waveform) for each window of a track; tracks too short, out of range or silent to classify
-    raise AudioError (silence once the whole track has been seen)."""
+    """(start_s, end_s, waveform) for each window of a track; tracks too short (under `min_s`), out of range or silent
+    to classify raise AudioError (silence once the whole track has been seen)."""
     rate, peak, done = params.sample_rate, 0.0, 0
-    for wave in cut_windows(blocks, params):
-        if not done and len(wave) < MIN_DURATION_S * rate:  # only a first and last window can be this short
-            raise AudioError(
-                f"{name}: too short ({len(wave) / rate:.2f} s); the model needs at least {MIN_DURATION_S:g} s of audio"
-            )
+    for wave in cut_windows(blocks, params, min_s):
+        if not done and len(wave) < min_s * rate:  # only a first and last window can be this short
+            seconds = len(wave) / rate
+            raise AudioError(f"{name}: too short ({seconds:.2f} s); the model needs at least {min_s:g} s of audio")
         if not np.isfinite(wave).all():
             raise AudioError(f"{name}: audio holds NaN or infinite samples")
         peak = max(peak, float(np.abs(wave).max()))
@@ -156,7 +157,7 @@ def checked_windows(
         yield done / rate, (done + len(wave)) / rate, wave
         done += len(wave)
     if not done:
-        raise AudioError(f"{name}: too short (no audio); the model needs at least {MIN_DURATION_S:g} s")
+        raise AudioError(f"{name}: too short (no audio); the model needs at least {min_s:g} s")
     if peak < SILENCE_PEAK:
         raise AudioError(f"{name}: the audio is silent")
 
