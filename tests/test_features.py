@@ -117,6 +117,17 @@ def test_batched_waves_match_one_by_one(published, extractor, ours):
     np.testing.assert_allclose(batched[1], extractor([short])[0], rtol=1e-6, atol=1e-9)
 
 
+def test_two_threads_extracting_at_once_get_their_own_features(published, extractor, ours):
+    """predict_many decodes and extracts on two threads: the extractor's reused buffers must not be shared."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = sorted(published)[:4]
+    waves = [sf.read(published[n]["path"], dtype="float32")[0] for n in names]
+    with ThreadPoolExecutor(2) as pool:
+        rows = list(pool.map(lambda wave: extractor([wave])[0], waves * 3))
+    np.testing.assert_allclose(np.stack(rows), np.stack([ours[n] for n in names] * 3), rtol=1e-6, atol=1e-9)
+
+
 def test_a_30_s_clip_gives_gtzan_3_s_chunks(published, extractor):
     clip = sf.read(published[sorted(published)[0]]["path"], dtype="float32")[0]
     chunks = segment_waves(clip, 3)

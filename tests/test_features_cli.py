@@ -15,7 +15,7 @@ import pytest
 import skops.io
 import soundfile as sf
 import torch
-from conftest import GENRES, REPO, SR, Server, run_cli, tone, write_feature_table, write_gtzan
+from conftest import CLIP_S, GENRES, REPO, SR, Server, run_cli, tone, write_feature_table, write_gtzan
 from fake_telegram import TOKEN, FakeBotAPI
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -97,7 +97,7 @@ def _split(run: dict) -> list[dict]:
 def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio, trained, tmp_path):
     assert _split(on_audio) == _split(trained)  # the same clips in the same parts as the CNN's run
     classifier = GenreClassifier.from_checkpoint(on_audio["checkpoint"])
-    assert classifier.predict(tone("high", 3, seconds=5), sample_rate=SR).genre == "high"
+    assert classifier.predict(tone("high", 3, seconds=CLIP_S), sample_rate=SR).genre == "high"
 
     track = np.concatenate([tone(g, i, seconds=30) for i, g in enumerate(["low", "mid", "high"])])
     prediction = classifier.predict(track, sample_rate=SR)  # trained on 4-s clips, it is sure of low and high only
@@ -110,7 +110,7 @@ def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio
     library = tmp_path / "library"
     for i, genre in enumerate(GENRES):
         (library / genre).mkdir(parents=True)
-        sf.write(library / genre / f"{genre}.00000.wav", tone(genre, 70 + i, seconds=5), SR)
+        sf.write(library / genre / f"{genre}.00000.wav", tone(genre, 70 + i, seconds=CLIP_S), SR)
     args = ["--model_path", str(on_audio["checkpoint"]), "--audio_path", str(library)]
     result = run_cli("infer", *args, "--output_path", str(tmp_path / "labels.csv"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -118,7 +118,7 @@ def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio
     assert [r["genre"] for r in rows] == ["high", "low", "mid"]  # sorted paths: high/, low/, mid/
     assert list(rows[0]) == ["path", "genre", *GENRES, "duration_s", "error", "warning"]  # as for a CNN
 
-    other = write_gtzan(tmp_path / "other", clips_per_genre=3, seconds=6)
+    other = write_gtzan(tmp_path / "other", clips_per_genre=3, seconds=CLIP_S)
     result = run_test(
         str(on_audio["checkpoint"]),
         [f"datamodule.root={other}", "split=all", f"datamodule.cache_dir={tmp_path / 'cache'}"],
@@ -176,7 +176,7 @@ def test_the_http_api_serves_a_features_model_and_an_ensemble(on_table, on_audio
             stored = torch.load(blend["checkpoint"], weights_only=True)["val_metrics"]
             assert models["blend"]["val_metrics"] == stored and set(stored) == {"val/acc", "val/f1", "val/loss"}
             for name in models:
-                upload = {"file": ("clip.wav", _encode(tone("high", 31, seconds=6), "WAV"))}
+                upload = {"file": ("clip.wav", _encode(tone("high", 31, seconds=CLIP_S), "WAV"))}
                 response = client.post(f"/predict?model={name}", files=upload)
                 assert response.status_code == 200 and response.json()["genre"] == "high", response.text
     finally:

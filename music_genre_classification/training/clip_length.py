@@ -23,7 +23,6 @@ import torch
 
 from music_genre_classification.data.audio import load_audio
 from music_genre_classification.data.spectrogram import SpectrogramParams
-from music_genre_classification.models.networks import clip_probabilities
 from music_genre_classification.serving.folder import audio_files
 from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 
@@ -104,8 +103,8 @@ def spectrogram_accuracy_by_length(
 def _answers(classifier: GenreClassifier, specs: list[torch.Tensor]) -> list[str]:
     if not specs:
         return []
-    probs = clip_probabilities(classifier.net, specs, classifier.crop, classifier.hop)
-    return [classifier.genres[int(i)] for i in probs.argmax(dim=1)]
+    probs = classifier.model.probabilities(specs)  # the checkpoint's own predictor, as `infer` runs it
+    return [classifier.genres[int(i)] for i in probs.argmax(axis=1)]
 
 
 @torch.inference_mode()
