@@ -1,4 +1,11 @@
-"""Networks that map log-mel crops [batch, 1, n_mels, columns] to genre logits, and per-clip averaging."""
+"""Networks that map log-mel crops [batch, 1, n_mels, columns] to genre logits, and per-clip averaging.
+
+Every network has the same interface, which training, inference and `embed` rely on:
+- `forward(crops [batch, 1, n_mels, columns])` -> logits [batch, n_genres] (training on random crops);
+- `crop_embeddings(specs [clips, n_mels, columns], crop, hop)` -> [clips, crops, dim]: the penultimate layer of each
+  crop covering each clip;
+- `head`: the module taking those embeddings to logits, so `crop_logits` = head(crop_embeddings).
+"""
 
 from collections import defaultdict
 
@@ -41,14 +48,18 @@ class GenreCNN(nn.Module):
             specs = self.input_norm(specs.squeeze(1)).unsqueeze(1)
         return self.features(specs.contiguous(memory_format=torch.channels_last))
 
-    def pooled_logits(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([maps.mean(dim=(-2, -1)), maps.amax(dim=(-2, -1))], dim=-1))
+    @staticmethod
+    def pooled(maps: torch.Tensor) -> torch.Tensor:
+        return torch.cat([maps.mean(dim=(-2, -1)), maps.amax(dim=(-2, -1))], dim=-1)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        return self.pooled_logits(self.feature_maps(crops))
+        return self.head(self.pooled(self.feature_maps(crops)))
 
     def crop_logits(self, specs: torch.Tensor, crop: int, hop: int) -> torch.Tensor:
-        """[clips, n_mels, columns] -> logits of the crops covering each clip [clips, crops, n_genres].
+        return self.head(self.crop_embeddings(specs, crop, hop))
+
+    def crop_embeddings(self, specs: torch.Tensor, crop: int, hop: int) -> torch.Tensor:
+        """[clips, n_mels, columns] -> pooled features of the crops covering each clip [clips, crops, dim].
 
         The convolutions run once over the whole clip and each crop's part of the feature map is pooled: the crops
         overlap, so this is about half the work of running them one by one, and differs from that only by the
@@ -57,7 +68,7 @@ class GenreCNN(nn.Module):
         maps = self.feature_maps(pad_to(specs, crop).unsqueeze(1))
         width = max(1, crop // self.stride)
         starts = crop_starts(maps.shape[-1], width, max(1, round(hop / self.stride)))
-        return self.pooled_logits(torch.stack([maps[..., s : s + width] for s in starts], dim=1))
+        return self.pooled(torch.stack([maps[..., s : s + width] for s in starts], dim=1))
 
 
 class MelBaseline(nn.Module):
@@ -76,9 +87,13 @@ class MelBaseline(nn.Module):
         return self.head(crops.mean(dim=(1, 3)))
 
     def crop_logits(self, specs: torch.Tensor, crop: int, hop: int) -> torch.Tensor:
+        return self.head(self.crop_embeddings(specs, crop, hop))
+
+    def crop_embeddings(self, specs: torch.Tensor, crop: int, hop: int) -> torch.Tensor:
+        """The time-averaged mel bands of each crop [clips, crops, n_mels]."""
         specs = pad_to(specs, crop)
         starts = crop_starts(specs.shape[-1], crop, hop)
-        return self.head(torch.stack([specs[..., s : s + crop].mean(dim=-1) for s in starts], dim=1))
+        return torch.stack([specs[..., s : s + crop].mean(dim=-1) for s in starts], dim=1)
 
 
 def for_inference(net: nn.Module) -> nn.Module:
