@@ -6,6 +6,7 @@ the checkpoint and the files must be at the same paths on every node (shared sto
 """
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ def ray_rows(model_path: str, paths: list[Path], batch_size: int, rows, address:
     ray = _start(address)
     from ray.data import DataContext
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
@@ -47,7 +49,7 @@ def ray_rows(model_path: str, paths: list[Path], batch_size: int, rows, address:
         _Labeller,
         fn_constructor_args=(str(Path(model_path).resolve()), batch_size, rows),
         batch_size=batch_size,
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=min(CPUS_PER_ACTOR, ray.cluster_resources().get("CPU", 1)),
     )
     for record in labelled.iter_rows():
@@ -59,6 +61,7 @@ def _start(address: str | None):
         import ray
     except ImportError:
         raise UserError("--engine ray needs Ray: pip install 'music-genre-classification[library]'") from None
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the same lines on the terminal as the local engine
     if not ray.is_initialized():
         try:
             if address:
