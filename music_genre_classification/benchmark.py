@@ -186,6 +186,53 @@ def cold_start(model_path: str, clip: Path) -> float:
     return time.perf_counter() - start
 
 
+def reference_predict_many(classifier: GenreClassifier, paths: list[Path], batch_size: int = 16) -> list:
+    """The folder path before the front end ran beside the network (the BEFORE figure): a batch is decoded and
+    turned into spectrograms on two threads, then the network runs on it with torch's threads, in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    predictions = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(paths), batch_size):
+            tracks = list(pool.map(classifier._safe_track, paths[start : start + batch_size]))
+            predictions += classifier._predict_tracks([windows for windows, _ in tracks])
+    return predictions
+
+
+def folder_speed(classifier: GenreClassifier, files: list[Path], rounds: int = 3) -> None:
+    """Folder clips/s BEFORE and AFTER, and warm ms per single clip, in turns in one run (the same load on both);
+    and that both give the same probabilities."""
+    ways = {
+        "BEFORE (decode a batch, then the model)": lambda: reference_predict_many(classifier, files),
+        "AFTER (front end beside the model)": lambda: [p for _, p, _ in classifier.predict_many(files)],
+    }
+    rates = {name: [] for name in ways}
+    results = {name: way() for name, way in ways.items()}  # warm, and the predictions to compare
+    for _ in range(rounds):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            way()
+            rates[name].append(len(files) / (time.perf_counter() - start))
+    before, after = (np.median(r) for r in rates.values())
+    print(f"infer, folder of {len(files)} clips (batches of 16), median of {rounds} rounds taken in turns:")
+    for name, r in rates.items():
+        print(f"  {name:42s} {np.median(r):6.1f} clips/s  (rounds: {', '.join(f'{x:.1f}' for x in r)})")
+    print(f"  speed-up: {after / before:.2f}x")
+    (b, a) = ([list(p.probabilities.values()) for p in r] for r in results.values())
+    print(f"  max |probability difference| between the two: {np.abs(np.array(a) - np.array(b)).max():.2e}")
+    single = []
+    for path in files[:10] * 2:
+        start = time.perf_counter()
+        classifier.predict(path)
+        single.append(time.perf_counter() - start)
+    print(
+        f"infer, one clip at a time (decode + spectrogram + model), warm: median {np.median(single[10:]) * 1000:.1f} ms"
+    )
+    print(
+        f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; torch threads {torch.get_num_threads()})"
+    )
+
+
 def whole_clips(audio_dir: str, clips: int) -> list[Path]:
     """The first `clips` audio files of `audio_dir` that last the whole 30 s."""
     files = [p for p in audio_files(Path(audio_dir))[0] if sf.info(p).duration >= 29.9][:clips]
@@ -201,13 +248,17 @@ def main(
     features: bool = False,
     table: str = "data/dataset/features_30_sec.csv",
     profile: bool = False,
+    folder: bool = False,
 ):
     """All figures; --features: only the 57 GTZAN features (speed beside librosa, parity with --table); --profile:
-    only the CPU time of each stage of ours."""
+    only the CPU time of each stage of ours; --folder: only folder clips/s before and after, and one clip's ms."""
     classifier = None if features or profile else GenreClassifier.from_checkpoint(model_path, device="cpu")
     files = whole_clips(audio_dir, clips)
     if profile:
         return feature_profile(files[:5])
+    if folder:
+        print(f"clips: {len(files)} whole 30-s clips from {audio_dir}")
+        return folder_speed(classifier, files)
     print(f"clips: {len(files)} whole 30-s clips from {audio_dir} (torch threads: {torch.get_num_threads()})")
     try:
         wall, cpu = feature_speed(files[:5])
@@ -222,19 +273,7 @@ def main(
         print("librosa is not installed: pip install librosa for the feature comparison")
     if classifier is None:
         return
-    passes = []
-    for _ in range(2):  # the first pass also reads the files from disk and warms torch up
-        start = time.perf_counter()
-        for path in files:
-            classifier.predict(path)
-        passes.append((time.perf_counter() - start) / len(files))
-    first, ours = passes
-    start = time.perf_counter()
-    list(classifier.predict_many(files, batch_size=16))
-    folder = len(files) / (time.perf_counter() - start)
-    print(f"infer, one clip at a time:   {ours * 1000:.1f} ms/clip (decode + spectrogram + model), warm")
-    print(f"  first pass, files read from disk: {first * 1000:.1f} ms/clip")
-    print(f"infer, folder (batched):     {folder:.1f} clips/s")
+    folder_speed(classifier, files)
     print(f"infer, cold CLI, one file:   {min(cold_start(model_path, files[0]) for _ in range(3)):.2f} s (best of 3)")
     seconds, peak_mb = long_track(model_path, files[0])
     print(f"infer, 1-hour stereo 44.1 kHz flac: {seconds:.1f} s, peak memory {peak_mb:.0f} MB (whole CLI process)")
