@@ -199,9 +199,10 @@ def reference_predict_many(classifier: GenreClassifier, paths: list[Path], batch
     return predictions
 
 
-def folder_speed(classifier: GenreClassifier, files: list[Path], rounds: int = 3) -> None:
+def folder_speed(classifier: GenreClassifier, files: list[Path], rounds: int = 3, repeat: int = 1) -> None:
     """Folder clips/s BEFORE and AFTER, and warm ms per single clip, in turns in one run (the same load on both);
-    and that both give the same probabilities."""
+    and that both give the same probabilities. The clips are taken `repeat` times over, for rounds of a few seconds."""
+    files = files * repeat
     ways = {
         "BEFORE (decode a batch, then the model)": lambda: reference_predict_many(classifier, files),
         "AFTER (front end beside the model)": lambda: [p for _, p, _ in classifier.predict_many(files)],
@@ -221,7 +222,7 @@ def folder_speed(classifier: GenreClassifier, files: list[Path], rounds: int = 3
     (b, a) = ([list(p.probabilities.values()) for p in r] for r in results.values())
     print(f"  max |probability difference| between the two: {np.abs(np.array(a) - np.array(b)).max():.2e}")
     single = []
-    for path in files[:10] * 2:
+    for path in files[:10] * 2:  # the first 10: warm-up
         start = time.perf_counter()
         classifier.predict(path)
         single.append(time.perf_counter() - start)
@@ -258,7 +259,7 @@ def main(
         return feature_profile(files[:5])
     if folder:
         print(f"clips: {len(files)} whole 30-s clips from {audio_dir}")
-        return folder_speed(classifier, files)
+        return folder_speed(classifier, files, rounds=5, repeat=4)
     print(f"clips: {len(files)} whole 30-s clips from {audio_dir} (torch threads: {torch.get_num_threads()})")
     try:
         wall, cpu = feature_speed(files[:5])

@@ -220,3 +220,23 @@ def test_ray_engine_writes_the_rows_of_the_local_engine(trained, synthetic_gtzan
         assert a["genre"] == b["genre"] and a["label"] == b["label"] and a["duration_s"] == b["duration_s"]
         assert np.allclose([a[g] for g in GENRES], [b[g] for g in GENRES], atol=1e-6)
         assert np.allclose(a["embedding"], b["embedding"], atol=1e-5)
+
+
+def test_front_end_gives_torch_stft_values():
+    """LogMel frames the wave by hand for speed: the spectrogram of torch.stft's centered, zero-padded STFT."""
+    import torch
+
+    from music_genre_classification.data.spectrogram import LogMel
+
+    front_end = LogMel()
+    p = front_end.params
+    for seconds in (8.0, 30.0, 31.3):
+        wave = torch.from_numpy(tone("mid", 3, seconds=seconds))
+        stft = torch.stft(
+            wave, p.n_fft, p.hop_length, window=front_end.window, pad_mode="constant", return_complex=True
+        )
+        power = stft.abs().square().T
+        db = 10 * torch.log10(torch.clamp(front_end.mel_power(power), min=1e-10))
+        db = (db - db.max()).clamp(min=-p.top_db)
+        reference = ((db - db.min()) / -db.min())[front_end.column_frames(len(wave))].T
+        assert torch.allclose(front_end(wave), reference, atol=1e-5)

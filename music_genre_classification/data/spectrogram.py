@@ -107,8 +107,12 @@ class LogMel(torch.nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         p = self.params
         wave = wave.to(self.window.dtype)
-        stft = torch.stft(wave, p.n_fft, p.hop_length, window=self.window, pad_mode="constant", return_complex=True)
-        power = torch.addcmul(stft.real.square(), stft.imag, stft.imag).T  # |X|^2 without abs's square root
+        # torch.stft(center=True, pad_mode="constant") by hand: the rfft of the windowed frames, [frames, bins]
+        # straight away (no transposed copy), ~1 ms less of ~9 per 30-s window, the same values
+        half = p.n_fft // 2
+        frames = torch.nn.functional.pad(wave, (half, half)).unfold(0, p.n_fft, p.hop_length)
+        spectrum = torch.fft.rfft(frames * self.window)
+        power = torch.addcmul(spectrum.real.square(), spectrum.imag, spectrum.imag)  # |X|^2 without abs's root
         # ref=max and the min-max range come from every hop frame; only then are columns picked
         db = 10 * torch.log10(torch.clamp(self.mel_power(power), min=1e-10))
         db = (db - db.max()).clamp(min=-p.top_db)
