@@ -228,31 +228,33 @@ def folder_speed(classifier: GenreClassifier, files: list[Path], rounds: int = 3
         "BEFORE (decode a batch, then the model)": lambda: reference_predict_many(before, files),
         "AFTER (front end beside the model)": lambda: [p for _, p, _ in classifier.predict_many(files)],
     }
-    rates = {name: [] for name in ways}
+    rates, cpu = {name: [] for name in ways}, {name: [] for name in ways}
     results = {name: way() for name, way in ways.items()}  # warm, and the predictions to compare
     for _ in range(rounds):
         for name, way in ways.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             way()
             rates[name].append(len(files) / (time.perf_counter() - start))
+            cpu[name].append((time.process_time() - start_cpu) / len(files) * 1000)
     before, after = (np.median(r) for r in rates.values())
     print(f"infer, folder of {len(files)} clips (batches of 16), median of {rounds} rounds taken in turns:")
     for name, r in rates.items():
-        print(f"  {name:42s} {np.median(r):6.1f} clips/s  (rounds: {', '.join(f'{x:.1f}' for x in r)})")
+        rounds_text = ", ".join(f"{x:.1f}" for x in r)
+        print(f"  {name:42s} {np.median(r):6.1f} clips/s, CPU {np.median(cpu[name]):.1f} ms/clip (rounds: {rounds_text})")
     print(f"  speed-up: {after / before:.2f}x")
     (b, a) = ([list(p.probabilities.values()) for p in r] for r in results.values())
     print(f"  max |probability difference| between the two: {np.abs(np.array(a) - np.array(b)).max():.2e}")
-    single = []
-    for path in files[:10] * 2:  # the first 10: warm-up
-        start = time.perf_counter()
-        classifier.predict(path)
-        single.append(time.perf_counter() - start)
-    print(
-        f"infer, one clip at a time (decode + spectrogram + model), warm: median {np.median(single[10:]) * 1000:.1f} ms"
-    )
-    print(
-        f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; torch threads {torch.get_num_threads()})"
-    )
+    single = {"BEFORE": [], "AFTER": []}
+    for path in files[:10] * 3:  # the first round: warm-up
+        for name, one in (("BEFORE", before), ("AFTER", classifier)):
+            start = time.perf_counter()
+            one.predict(path)
+            single[name].append(time.perf_counter() - start)
+    ms = {name: np.median(times[10:]) * 1000 for name, times in single.items()}
+    print(f"infer, one clip (decode + log-mel + model), warm, median of 20: BEFORE {ms['BEFORE']:.1f} ms, ", end="")
+    print(f"AFTER {ms['AFTER']:.1f} ms")
+    load, threads = os.getloadavg()[0], torch.get_num_threads()
+    print(f"  (load average {load:.1f} on {os.cpu_count()} CPUs; torch threads {threads})")
 
 
 def whole_clips(audio_dir: str, clips: int) -> list[Path]:
