@@ -240,7 +240,7 @@ def folder_speed(classifier: GenreClassifier, files: list[Path], rounds: int = 3
     print(f"infer, folder of {len(files)} clips (batches of 16), median of {rounds} rounds taken in turns:")
     for name, r in rates.items():
         rounds_text = ", ".join(f"{x:.1f}" for x in r)
-        print(f"  {name:42s} {np.median(r):6.1f} clips/s, CPU {np.median(cpu[name]):.1f} ms/clip (rounds: {rounds_text})")
+        print(f"  {name:42s} {np.median(r):6.1f} clips/s, CPU {np.median(cpu[name]):.1f} ms/clip ({rounds_text})")
     print(f"  speed-up: {after / before:.2f}x")
     (b, a) = ([list(p.probabilities.values()) for p in r] for r in results.values())
     print(f"  max |probability difference| between the two: {np.abs(np.array(a) - np.array(b)).max():.2e}")
