@@ -98,7 +98,8 @@ def run_map(index_path: str, output_path: str, method: str = "tsne") -> list[Pat
     library = read_library(Path(index_path))
     xy = layout(library.embeddings, method)
     groups, what = colours(library)
-    title = f"{len(library)} tracks of {Path(index_path).name}, {method.upper()} of the embeddings, colour: {what}"
+    name = {"tsne": "t-SNE", "umap": "UMAP"}[method]
+    title = f"{len(library)} tracks of {Path(index_path).name}, {name} of the embeddings, colour: {what}"
     write_png(xy, groups, title, png)
     write_html(xy, library, groups, title, html)
     print(f"map of {len(library)} tracks ({method}) -> {html}, {png}")
