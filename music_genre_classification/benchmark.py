@@ -236,12 +236,12 @@ def folder_speed(classifier: GenreClassifier, files: list[Path], rounds: int = 3
             way()
             rates[name].append(len(files) / (time.perf_counter() - start))
             cpu[name].append((time.process_time() - start_cpu) / len(files) * 1000)
-    before, after = (np.median(r) for r in rates.values())
+    rate_before, rate_after = (np.median(r) for r in rates.values())
     print(f"infer, folder of {len(files)} clips (batches of 16), median of {rounds} rounds taken in turns:")
     for name, r in rates.items():
         rounds_text = ", ".join(f"{x:.1f}" for x in r)
         print(f"  {name:42s} {np.median(r):6.1f} clips/s, CPU {np.median(cpu[name]):.1f} ms/clip ({rounds_text})")
-    print(f"  speed-up: {after / before:.2f}x")
+    print(f"  speed-up: {rate_after / rate_before:.2f}x")
     (b, a) = ([list(p.probabilities.values()) for p in r] for r in results.values())
     print(f"  max |probability difference| between the two: {np.abs(np.array(a) - np.array(b)).max():.2e}")
     single = {"BEFORE": [], "AFTER": []}
