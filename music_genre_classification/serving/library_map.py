@@ -33,7 +33,8 @@ def layout(embeddings: np.ndarray, method: str = "tsne", seed: int = 0) -> np.nd
             raise UserError(
                 "--method umap needs umap-learn: pip install 'music-genre-classification[library]'"
             ) from None
-        return UMAP(n_neighbors=min(15, len(points) - 1), random_state=seed).fit_transform(points)
+        umap = UMAP(n_neighbors=min(15, len(points) - 1), random_state=seed, n_jobs=1)  # seeded: one thread anyway
+        return umap.fit_transform(points)
     from sklearn.manifold import TSNE
 
     return TSNE(2, perplexity=min(30.0, (len(points) - 1) / 3), init="pca", random_state=seed).fit_transform(points)
