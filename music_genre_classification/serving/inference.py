@@ -131,6 +131,8 @@ class GenreClassifier:
 
     def _spectrogram_window(self, path: Path) -> Window:
         """One precomputed spectrogram [n_mels, columns] (data/dataset/spectrograms) as one window."""
+        if not isinstance(self.front_end, LogMel):
+            raise AudioError(f"{path}: spectrograms need a CNN checkpoint; this model reads audio")
         try:
             spec = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
