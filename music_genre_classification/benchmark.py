@@ -24,7 +24,9 @@ from hydra.utils import instantiate
 
 from music_genre_classification.data.audio import load_audio
 from music_genre_classification.data.features import FEATURE_COLUMNS, FeatureExtractor
-from music_genre_classification.serving.inference import GenreClassifier, audio_files, load_checkpoint
+from music_genre_classification.data.spectrogram import LogMel
+from music_genre_classification.serving.folder import audio_files
+from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 
 
 def kaggle_features(path: Path, as_published: bool = False) -> np.ndarray:
@@ -185,6 +187,76 @@ def cold_start(model_path: str, clip: Path) -> float:
     return time.perf_counter() - start
 
 
+class ReferenceLogMel(LogMel):
+    """The front end before it framed the wave by hand: torch.stft, then |X|^2 transposed (the BEFORE figure)."""
+
+    @torch.no_grad()
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        wave = wave.to(self.window.dtype)
+        stft = torch.stft(wave, p.n_fft, p.hop_length, window=self.window, pad_mode="constant", return_complex=True)
+        power = torch.addcmul(stft.real.square(), stft.imag, stft.imag).T
+        db = 10 * torch.log10(torch.clamp(self.mel_power(power), min=1e-10))
+        db = (db - db.max()).clamp(min=-p.top_db)
+        low = db.min()
+        spec = (db - low) / -low if low < 0 else torch.zeros_like(db)
+        return spec[self.column_frames(wave.shape[-1])].T.contiguous()
+
+
+def reference_predict_many(classifier: GenreClassifier, paths: list[Path], batch_size: int = 16) -> list:
+    """The folder path before the front end ran beside the network (the BEFORE figure): a batch is decoded and
+    turned into spectrograms on two threads, then the network runs on it with torch's threads, in turn."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    predictions = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for start in range(0, len(paths), batch_size):
+            tracks = list(pool.map(classifier._safe_track, paths[start : start + batch_size]))
+            predictions += classifier._predict_tracks([windows for windows, _ in tracks])
+    return predictions
+
+
+def folder_speed(classifier: GenreClassifier, files: list[Path], rounds: int = 3, repeat: int = 1) -> None:
+    """Folder clips/s BEFORE (the reference front end and batching) and AFTER, and warm ms per single clip (BEFORE
+    and AFTER front end), in turns in one run (the same load on both);
+    and that both give the same probabilities. The clips are taken `repeat` times over, for rounds of a few seconds."""
+    files = files * repeat
+    before = GenreClassifier(classifier.model)
+    if isinstance(classifier.front_end, LogMel):
+        before.front_end = ReferenceLogMel(classifier.front_end.params)
+    ways = {
+        "BEFORE (decode a batch, then the model)": lambda: reference_predict_many(before, files),
+        "AFTER (front end beside the model)": lambda: [p for _, p, _ in classifier.predict_many(files)],
+    }
+    rates, cpu = {name: [] for name in ways}, {name: [] for name in ways}
+    results = {name: way() for name, way in ways.items()}  # warm, and the predictions to compare
+    for _ in range(rounds):
+        for name, way in ways.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            way()
+            rates[name].append(len(files) / (time.perf_counter() - start))
+            cpu[name].append((time.process_time() - start_cpu) / len(files) * 1000)
+    rate_before, rate_after = (np.median(r) for r in rates.values())
+    print(f"infer, folder of {len(files)} clips (batches of 16), median of {rounds} rounds taken in turns:")
+    for name, r in rates.items():
+        rounds_text = ", ".join(f"{x:.1f}" for x in r)
+        print(f"  {name:42s} {np.median(r):6.1f} clips/s, CPU {np.median(cpu[name]):.1f} ms/clip ({rounds_text})")
+    print(f"  speed-up: {rate_after / rate_before:.2f}x")
+    (b, a) = ([list(p.probabilities.values()) for p in r] for r in results.values())
+    print(f"  max |probability difference| between the two: {np.abs(np.array(a) - np.array(b)).max():.2e}")
+    single = {"BEFORE": [], "AFTER": []}
+    for path in files[:10] * 3:  # the first round: warm-up
+        for name, one in (("BEFORE", before), ("AFTER", classifier)):
+            start = time.perf_counter()
+            one.predict(path)
+            single[name].append(time.perf_counter() - start)
+    ms = {name: np.median(times[10:]) * 1000 for name, times in single.items()}
+    print(f"infer, one clip (decode + log-mel + model), warm, median of 20: BEFORE {ms['BEFORE']:.1f} ms, ", end="")
+    print(f"AFTER {ms['AFTER']:.1f} ms")
+    load, threads = os.getloadavg()[0], torch.get_num_threads()
+    print(f"  (load average {load:.1f} on {os.cpu_count()} CPUs; torch threads {threads})")
+
+
 def whole_clips(audio_dir: str, clips: int) -> list[Path]:
     """The first `clips` audio files of `audio_dir` that last the whole 30 s."""
     files = [p for p in audio_files(Path(audio_dir))[0] if sf.info(p).duration >= 29.9][:clips]
@@ -200,13 +272,17 @@ def main(
     features: bool = False,
     table: str = "data/dataset/features_30_sec.csv",
     profile: bool = False,
+    folder: bool = False,
 ):
     """All figures; --features: only the 57 GTZAN features (speed beside librosa, parity with --table); --profile:
-    only the CPU time of each stage of ours."""
+    only the CPU time of each stage of ours; --folder: only folder clips/s before and after, and one clip's ms."""
     classifier = None if features or profile else GenreClassifier.from_checkpoint(model_path, device="cpu")
     files = whole_clips(audio_dir, clips)
     if profile:
         return feature_profile(files[:5])
+    if folder:
+        print(f"clips: {len(files)} whole 30-s clips from {audio_dir}")
+        return folder_speed(classifier, files, rounds=5, repeat=4)
     print(f"clips: {len(files)} whole 30-s clips from {audio_dir} (torch threads: {torch.get_num_threads()})")
     try:
         wall, cpu = feature_speed(files[:5])
@@ -221,19 +297,7 @@ def main(
         print("librosa is not installed: pip install librosa for the feature comparison")
     if classifier is None:
         return
-    passes = []
-    for _ in range(2):  # the first pass also reads the files from disk and warms torch up
-        start = time.perf_counter()
-        for path in files:
-            classifier.predict(path)
-        passes.append((time.perf_counter() - start) / len(files))
-    first, ours = passes
-    start = time.perf_counter()
-    list(classifier.predict_many(files, batch_size=16))
-    folder = len(files) / (time.perf_counter() - start)
-    print(f"infer, one clip at a time:   {ours * 1000:.1f} ms/clip (decode + spectrogram + model), warm")
-    print(f"  first pass, files read from disk: {first * 1000:.1f} ms/clip")
-    print(f"infer, folder (batched):     {folder:.1f} clips/s")
+    folder_speed(classifier, files)
     print(f"infer, cold CLI, one file:   {min(cold_start(model_path, files[0]) for _ in range(3)):.2f} s (best of 3)")
     seconds, peak_mb = long_track(model_path, files[0])
     print(f"infer, 1-hour stereo 44.1 kHz flac: {seconds:.1f} s, peak memory {peak_mb:.0f} MB (whole CLI process)")

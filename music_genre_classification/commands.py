@@ -1,4 +1,5 @@
-"""Command line: python -m music_genre_classification.commands {train,test,infer,features,bot,serve,ensemble} ...
+"""Command line: python -m music_genre_classification.commands {train,test,infer,features,bot,serve,ensemble,embed,
+map,similar} ...
 
 Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
@@ -68,15 +69,64 @@ def test(checkpoint: str, *overrides: str) -> None:
 
 
 def infer(
-    model_path: str, audio_path: str, output_path: str | None = None, segments: bool = False, batch_size: int = 16
+    model_path: str,
+    audio_path: str,
+    output_path: str | None = None,
+    segments: bool = False,
+    batch_size: int = 16,
+    engine: str = "local",
+    address: str | None = None,
 ) -> None:
-    """Genre of one audio file, or of every audio file below a folder (results to --output_path .csv/.jsonl)."""
+    """Genre of one audio file, or of every audio file below a folder (results to --output_path .csv/.jsonl);
+    a folder of spectrograms (.npy + params.json) too. --engine ray [--address auto|ray://host:10001]: on Ray."""
     model_path, audio_path = _path("model_path", model_path), _path("audio_path", audio_path)
     output_path = None if output_path is None else _path("output_path", output_path)
     segments, batch_size = _flag("segments", segments), _whole("batch_size", batch_size)
+    address = None if address is None else _path("address", address)
     from music_genre_classification.serving.inference import run_infer
 
-    _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size))
+    _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size, str(engine), address))
+
+
+def embed(
+    model_path: str,
+    audio_path: str,
+    output_path: str,
+    batch_size: int = 16,
+    engine: str = "local",
+    address: str | None = None,
+) -> None:
+    """Per track below a folder (audio, or spectrograms .npy + params.json): the model's embedding, genre,
+    probabilities and duration, to --output_path .parquet/.npz (resumable); --engine ray as for infer."""
+    model_path, audio_path = _path("model_path", model_path), _path("audio_path", audio_path)
+    output_path, batch_size = _path("output_path", output_path), _whole("batch_size", batch_size)
+    address = None if address is None else _path("address", address)
+    from music_genre_classification.serving.library import run_embed
+
+    _run(lambda: run_embed(model_path, audio_path, output_path, batch_size, str(engine), address))
+
+
+def map_(index: str, output_path: str, method: str = "tsne") -> None:
+    """A 2-D map of a library table made by `embed` (--method tsne or umap): <output>.png and interactive .html."""
+    index, output_path = _path("index", index), _path("output_path", output_path)
+    from music_genre_classification.serving.library_map import run_map
+
+    _run(lambda: run_map(index, output_path, str(method)) and None)
+
+
+def similar(
+    index: str, audio_path: str | None = None, path: str | None = None, top: int = 10, model_path: str | None = None
+) -> None:
+    """The tracks of a library table most similar to --audio_path (a new file, embedded by the library's model) or
+    --path (a track of the library), by cosine similarity of embeddings (a faiss index saved beside the table)."""
+    index, top = _path("index", index), _whole("top", top)
+    audio_path, path, model_path = (
+        None if v is None else _path(n, v)
+        for n, v in (("audio_path", audio_path), ("path", path), ("model_path", model_path))
+    )
+    from music_genre_classification.serving.similar import run_similar
+
+    _run(lambda: run_similar(index, audio_path, path, top, model_path) and None)
 
 
 def features(audio_path: str, output_path: str | None = None, segment_s: float | None = None) -> None:
@@ -139,7 +189,8 @@ def main() -> None:
 
     drop_decoder_notes()
     commands = {"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve}
-    fire.Fire(commands | {"ensemble": ensemble})
+    library = {"embed": embed, "map": map_, "similar": similar}
+    fire.Fire(commands | {"ensemble": ensemble} | library)
 
 
 if __name__ == "__main__":

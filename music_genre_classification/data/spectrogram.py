@@ -107,8 +107,12 @@ class LogMel(torch.nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         p = self.params
         wave = wave.to(self.window.dtype)
-        stft = torch.stft(wave, p.n_fft, p.hop_length, window=self.window, pad_mode="constant", return_complex=True)
-        power = torch.addcmul(stft.real.square(), stft.imag, stft.imag).T  # |X|^2 without abs's square root
+        # torch.stft(center=True, pad_mode="constant") by hand: the rfft of the windowed frames, [frames, bins]
+        # straight away (no transposed copy), ~1 ms less of ~9 per 30-s window, the same values
+        half = p.n_fft // 2
+        frames = torch.nn.functional.pad(wave, (half, half)).unfold(0, p.n_fft, p.hop_length)
+        spectrum = torch.fft.rfft(frames * self.window)
+        power = torch.addcmul(spectrum.real.square(), spectrum.imag, spectrum.imag)  # |X|^2 without abs's root
         # ref=max and the min-max range come from every hop frame; only then are columns picked
         db = 10 * torch.log10(torch.clamp(self.mel_power(power), min=1e-10))
         db = (db - db.max()).clamp(min=-p.top_db)
@@ -149,9 +153,10 @@ def checked_windows(
         if not done and len(wave) < min_s * rate:  # only a first and last window can be this short
             seconds = len(wave) / rate
             raise AudioError(f"{name}: too short ({seconds:.2f} s); the model needs at least {min_s:g} s of audio")
-        if not np.isfinite(wave).all():
+        high, low = float(wave.max()), float(wave.min())  # NaN and inf reach these: no pass over |wave|
+        if not (math.isfinite(high) and math.isfinite(low)):
             raise AudioError(f"{name}: audio holds NaN or infinite samples")
-        peak = max(peak, float(np.abs(wave).max()))
+        peak = max(peak, high, -low)
         if peak > MAX_PEAK:
             raise AudioError(f"{name}: sample values out of range (peak {peak:.3g}; audio lies within -1 and 1)")
         yield done / rate, (done + len(wave)) / rate, wave

@@ -116,14 +116,22 @@ def clip_probabilities(
     net: nn.Module, specs: list[torch.Tensor], crop: int, hop: int, clips_at_once: int = 8
 ) -> torch.Tensor:
     """Genre probabilities per clip [n_clips, n_genres]: softmax averaged over the crops covering each clip."""
-    device, probs = next(net.parameters()).device, [None] * len(specs)
+    return clip_outputs(net, specs, crop, hop, clips_at_once)[0]
+
+
+def clip_outputs(
+    net: nn.Module, specs: list[torch.Tensor], crop: int, hop: int, clips_at_once: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip, the genre probabilities [n_clips, n_genres] (softmax averaged over the crops covering it) and the
+    embedding [n_clips, dim] (the penultimate layer averaged over the same crops), from one pass of the network."""
+    device, probs, embeddings = next(net.parameters()).device, [None] * len(specs), [None] * len(specs)
     by_width = defaultdict(list)  # clips of one width go through the network together
     for i, spec in enumerate(specs):
         by_width[spec.shape[-1]].append(i)
     for clips in by_width.values():
         for first in range(0, len(clips), clips_at_once):  # a few at a time: memory stays flat for long tracks
             part = clips[first : first + clips_at_once]
-            batch = torch.stack([specs[i] for i in part]).to(device)
-            for i, p in zip(part, net.crop_logits(batch, crop, hop).softmax(dim=-1).mean(dim=1)):
-                probs[i] = p
-    return torch.stack(probs)
+            crops = net.crop_embeddings(torch.stack([specs[i] for i in part]).to(device), crop, hop)
+            for i, p, e in zip(part, net.head(crops).softmax(dim=-1).mean(dim=1), crops.mean(dim=1)):
+                probs[i], embeddings[i] = p, e
+    return torch.stack(probs), torch.stack(embeddings)

@@ -1,7 +1,8 @@
 """One predictor per checkpoint kind, all used the same way by GenreClassifier and `test`.
 
 A predictor has `genres`, a `front_end` that turns a window of audio (a 1-D float tensor at front_end.params'
-sample rate) into the model's input, and `probabilities(inputs)` -> [len(inputs), genres]. Kinds:
+sample rate) into the model's input, `probabilities(inputs)` -> [len(inputs), genres] and `embed(inputs)` -> those
+probabilities and an embedding per input [len(inputs), dim] (what `embed`, `map` and `similar` compare). Kinds:
 - cnn: log-mel spectrogram -> the CNN, softmax averaged over the crops covering the window (a Lightning checkpoint);
 - features: the 57 features (one row, or one per chunk) -> a scikit-learn pipeline, averaged over the chunks;
 - ensemble: a weighted average of its members' probabilities, each member fed by its own front end.
@@ -15,7 +16,7 @@ from hydra.utils import instantiate
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
-from music_genre_classification.models.networks import clip_probabilities, for_inference
+from music_genre_classification.models.networks import clip_outputs, clip_probabilities, for_inference
 
 KIND_KEYS = {"cnn": "state_dict", "features": "pipeline", "ensemble": "members"}  # what each kind must hold
 
@@ -49,6 +50,12 @@ class CNNPredictor:
     def probabilities(self, specs: list[torch.Tensor]) -> np.ndarray:
         return clip_probabilities(self.net, specs, self.crop, self.hop).cpu().numpy()
 
+    @torch.inference_mode()
+    def embed(self, specs: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities and the penultimate layer, both averaged over the crops covering each window."""
+        probs, embeddings = clip_outputs(self.net, specs, self.crop, self.hop)
+        return probs.cpu().numpy(), embeddings.float().cpu().numpy()
+
 
 class FeaturePredictor:
     def __init__(self, pipeline, genres: list[str], segment_s: float | None = None):
@@ -68,8 +75,19 @@ class FeaturePredictor:
         probs = np.zeros((sum(len(rows) for rows in inputs), len(self.genres)))  # genres absent in training: 0
         with one_thread():
             probs[:, self.pipeline.classes_.astype(int)] = self.pipeline.predict_proba(np.concatenate(inputs))
-        ends = np.cumsum([len(rows) for rows in inputs])
-        return np.stack([chunks.mean(0) for chunks in np.split(probs, ends[:-1])])
+        return _chunk_means(probs, inputs)
+
+    def embed(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities and the features as the pipeline's classifier sees them (scaled, projected)."""
+        with one_thread():
+            features = self.pipeline[:-1].transform(np.concatenate(inputs))
+        return self.probabilities(inputs), _chunk_means(np.asarray(features, np.float32), inputs)
+
+
+def _chunk_means(values: np.ndarray, inputs: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows of values, one per chunk of the inputs -> one per input, its chunks averaged."""
+    ends = np.cumsum([len(rows) for rows in inputs])
+    return np.stack([chunks.mean(0) for chunks in np.split(values, ends[:-1])])
 
 
 class EnsembleFrontEnd:
@@ -105,6 +123,16 @@ class EnsemblePredictor:
             for i, (member, weight, order) in enumerate(zip(self.members, self.weights, self.orders))
         )
 
+    def embed(self, inputs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
+        """The members' unit-length embeddings side by side, each scaled by the square root of its weight: the
+        cosine similarity of two such embeddings is the weighted mean of the members' cosine similarities."""
+        parts = []
+        for i, (member, weight) in enumerate(zip(self.members, self.weights)):
+            embeddings = member.embed([x[i] for x in inputs])[1]
+            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+            parts.append(np.sqrt(weight) * embeddings / np.maximum(norms, 1e-12))
+        return self.probabilities(inputs), np.concatenate(parts, axis=1).astype(np.float32)
+
 
 def predictor(ckpt: dict, device: str | None = None):
     """The predictor for a checkpoint loaded by load_checkpoint; the CNN runs on `device` (default: GPU if any)."""
@@ -125,13 +153,27 @@ def track_probabilities(model, tracks: list[list[tuple]]) -> tuple[np.ndarray, l
     if not tracks:
         return np.zeros((0, len(model.genres))), []
     probs = model.probabilities([x for track in tracks for _, _, x in track])
-    per_track, per_window, i = [], [], 0
+    return track_means(probs, tracks), _per_track(probs, tracks)
+
+
+def track_embeddings(model, tracks: list[list[tuple]]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """track_probabilities' two results, and per track its windows' embeddings averaged the same way."""
+    probs, embeddings = model.embed([x for track in tracks for _, _, x in track])
+    return track_means(probs, tracks), _per_track(probs, tracks), track_means(embeddings, tracks)
+
+
+def track_means(values: np.ndarray, tracks: list[list[tuple]]) -> np.ndarray:
+    """Rows of values, one per window of the tracks -> one per track, longer windows counting more."""
+    means, i = [], 0
     for track in tracks:
-        window_probs = probs[i : i + len(track)]
-        i += len(track)
         lengths = np.array([end - start for start, end, _ in track])
         if lengths.sum() <= 0:
             lengths = np.ones(len(track))
-        per_track.append((window_probs * lengths[:, None]).sum(0) / lengths.sum())  # longer windows count more
-        per_window.append(window_probs)
-    return np.array(per_track).reshape(len(tracks), -1), per_window
+        means.append((values[i : i + len(track)] * lengths[:, None]).sum(0) / lengths.sum())
+        i += len(track)
+    return np.array(means).reshape(len(tracks), -1)
+
+
+def _per_track(values: np.ndarray, tracks: list[list[tuple]]) -> list[np.ndarray]:
+    ends = np.cumsum([len(track) for track in tracks])
+    return np.split(values, ends[:-1])

@@ -5,7 +5,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,8 +21,18 @@ class Listing(NamedTuple):
     skipped: list[str]  # what could not be looked at, and why: broken links, link loops, unreadable folders
 
 
-def audio_files(folder: Path) -> Listing:
-    """Audio files below `folder`, recursively, following links to files and folders (each folder visited once)."""
+def track_files(folder: Path) -> tuple[Listing, Path | None]:
+    """The tracks below `folder`: its audio files, or its .npy spectrograms when a params.json describes them (the
+    layout of data/dataset/spectrograms); and that params.json."""
+    params = folder / "params.json"
+    return (
+        (audio_files(folder, lambda p: p.suffix == ".npy"), params) if params.is_file() else (audio_files(folder), None)
+    )
+
+
+def audio_files(folder: Path, wanted: Callable[[Path], bool] = is_audio_file) -> Listing:
+    """Audio files below `folder` (or other `wanted` ones), recursively, following links to files and folders (each
+    folder visited once)."""
     audio, ignored, skipped, visited = set(), 0, [], set()
 
     def unreadable(err: OSError) -> None:
@@ -37,7 +47,7 @@ def audio_files(folder: Path) -> Listing:
         visited.add((info.st_dev, info.st_ino))
         for name in names:
             path = Path(root, name)
-            if not is_audio_file(path):
+            if not wanted(path):
                 ignored += 1
                 continue
             try:
@@ -108,6 +118,10 @@ class ResultTable:
             self._rewrite(row for k, row in rows.items() if k not in retried)
             self.failed -= retried
         return todo
+
+    def rows(self) -> list[dict]:
+        """The whole rows written so far, one per key."""
+        return list(self._read()[0].values())
 
     def add(self, row: dict) -> None:
         self.add_rows([row])

@@ -5,13 +5,16 @@ CNN, features model or ensemble), track_spectrograms and track_probabilities. Im
 no MLflow) so that one file is labelled quickly.
 """
 
+import base64
 import csv
 import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +24,19 @@ from hydra.errors import InstantiationException
 
 from music_genre_classification.config import UserError, first_line
 from music_genre_classification.data.audio import AudioError, decode_blocks, waveform
-from music_genre_classification.data.spectrogram import track_spectrograms
-from music_genre_classification.models.predictors import checkpoint_kind, predictor, track_probabilities
-from music_genre_classification.serving.folder import ResultTable, audio_files, check_writable, warn_skipped
+from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
+from music_genre_classification.models.predictors import (
+    checkpoint_kind,
+    predictor,
+    track_embeddings,
+    track_probabilities,
+)
+from music_genre_classification.serving.folder import (
+    ResultTable,
+    check_writable,
+    track_files,
+    warn_skipped,
+)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -58,6 +71,7 @@ class Prediction:
     duration_s: float  # of the audio really decoded and classified
     segments: list[Segment] = field(default_factory=list)  # one per window of window_s seconds
     warning: str | None = None  # e.g. the file ends before its header says (cut off): only what is there is judged
+    embedding: np.ndarray | None = None  # the model's embedding of the track, when asked for (`embed`)
 
     def to_dict(self, segments: bool = True) -> dict:
         row = {"genre": self.genre, "probabilities": self.probabilities, "duration_s": round(self.duration_s, 3)}
@@ -95,12 +109,38 @@ class GenreClassifier:
 
     def _track(self, source: str | Path | np.ndarray, sample_rate: int | None) -> tuple[list[Window], str | None]:
         """Window spectrograms and the decoder's warning (a file cut off: only what is there is classified)."""
+        if isinstance(source, str | os.PathLike) and str(source).endswith(".npy"):
+            return [self._spectrogram_window(Path(source))], None
         if isinstance(source, str | os.PathLike):
             blocks, name = decode_blocks(source, self.sample_rate, self.front_end.params.window_s), str(source)
         else:
             blocks, name = [waveform(source, sample_rate, self.sample_rate)], "waveform"
         windows = track_spectrograms(blocks, self.front_end, name)
         return windows, getattr(blocks, "warning", None)
+
+    def check_spectrograms(self, params_json: Path) -> None:
+        """A folder of precomputed spectrograms (.npy + params.json) is fit for this model, or a UserError."""
+        if not isinstance(self.front_end, LogMel):
+            raise UserError(f"{params_json.parent}: spectrograms need a CNN checkpoint; this model reads audio")
+        try:
+            found = SpectrogramParams.from_dataset(params_json)
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{params_json}: not a spectrogram description ({first_line(err)})") from None
+        if found != self.front_end.params:
+            raise UserError(f"{params_json} describes {found}, but the model expects {self.front_end.params}")
+
+    def _spectrogram_window(self, path: Path) -> Window:
+        """One precomputed spectrogram [n_mels, columns] (data/dataset/spectrograms) as one window."""
+        if not isinstance(self.front_end, LogMel):
+            raise AudioError(f"{path}: spectrograms need a CNN checkpoint; this model reads audio")
+        try:
+            spec = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise AudioError(f"{path}: not a readable spectrogram ({first_line(err)})") from None
+        params = self.front_end.params
+        if spec.ndim != 2 or spec.shape[0] != params.n_mels or not np.isfinite(spec).all():
+            raise AudioError(f"{path}: not a spectrogram of {params.n_mels} mel bands (shape {spec.shape})")
+        return 0.0, spec.shape[1] / params.columns_per_second, torch.from_numpy(spec.astype(np.float32))
 
     def predict(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> Prediction:
         windows, warning = self._track(source, sample_rate)
@@ -109,19 +149,28 @@ class GenreClassifier:
         return prediction
 
     def predict_many(
-        self, paths: Iterable[str | Path], batch_size: int = 16
+        self, paths: Iterable[str | Path], batch_size: int = 16, embeddings: bool = False
     ) -> Iterator[tuple[Path, Prediction | None, str | None]]:
-        """(path, prediction, None) or (path, None, error) per file; decoding overlaps the model's work."""
+        """(path, prediction, None) or (path, None, error) per file, in order; `embeddings`: each prediction holds
+        the track's embedding.
+
+        Two threads decode and make the inputs of the next batches while the model runs on this one: decoding,
+        the front end and the network each hold one core at a time, so both cores stay busy.
+        """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
-        paths = [Path(p) for p in paths]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for start in range(0, len(paths), batch_size):
-                batch = paths[start : start + batch_size]
-                tracks = list(pool.map(self._safe_track, batch))
+        paths, ahead = iter(Path(p) for p in paths), deque()
+        with ThreadPoolExecutor(max_workers=2) as pool, _torch_threads(1):
+            while True:
+                while len(ahead) < 2 * batch_size and (path := next(paths, None)) is not None:
+                    ahead.append((path, pool.submit(self._safe_track, path)))
+                if not ahead:
+                    return
+                batch = [ahead.popleft() for _ in range(min(batch_size, len(ahead)))]
+                tracks = [future.result() for _, future in batch]
                 good = [windows for windows, _ in (t for t in tracks if isinstance(t, tuple))]
-                predictions = iter(self._predict_tracks(good)) if good else iter(())
-                for path, track in zip(batch, tracks):
+                predictions = iter(self._predict_tracks(good, embeddings)) if good else iter(())
+                for (path, _), track in zip(batch, tracks):
                     if isinstance(track, tuple):
                         prediction = next(predictions)
                         prediction.warning = track[1]
@@ -135,15 +184,19 @@ class GenreClassifier:
         except AudioError as err:
             return str(err)
 
-    def _predict_tracks(self, tracks: list[list[Window]]) -> list[Prediction]:
-        per_track, per_window = track_probabilities(self.model, tracks)
+    def _predict_tracks(self, tracks: list[list[Window]], embeddings: bool = False) -> list[Prediction]:
+        if embeddings:
+            per_track, per_window, track_embedding = track_embeddings(self.model, tracks)
+        else:
+            (per_track, per_window), track_embedding = track_probabilities(self.model, tracks), [None] * len(tracks)
         results = []
-        for track, track_probs, window_probs in zip(tracks, per_track, per_window):
+        for track, track_probs, window_probs, embedding in zip(tracks, per_track, per_window, track_embedding):
             segments = [
                 Segment(round(s, 3), round(e, 3), self.genres[int(p.argmax())], round(float(p.max()), 4))
                 for (s, e, _), p in zip(track, window_probs)
             ]
             results.append(self._prediction(track_probs, track[-1][1], segments))
+            results[-1].embedding = embedding
         return results
 
     def _prediction(self, probs: np.ndarray, duration_s: float, segments: list[Segment]) -> Prediction:
@@ -151,6 +204,18 @@ class GenreClassifier:
         order = np.argsort(-probs)
         ranked = {self.genres[i]: float(probs[i]) for i in order}
         return Prediction(self.genres[order[0]], ranked, duration_s, segments)
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads for a while: with the front end in worker threads beside the network, one each
+    keeps the two cores busy without the threads of one stage waiting on another's (2 each halved the rate)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def format_prediction(prediction: Prediction, segments: bool = False, bar_width: int = 20) -> str:
@@ -184,17 +249,20 @@ def write_single(prediction: Prediction, path: Path, segments: bool) -> None:
         raise UserError(f"{path}: output format must be {', '.join(SINGLE_FORMATS)}")
 
 
+ENGINES = ("local", "ray")
+
+
 def run_infer(
-    model_path: str, audio_path: str, output_path: str | None, segments: bool = False, batch_size: int = 16
+    model_path: str,
+    audio_path: str,
+    output_path: str | None,
+    segments: bool = False,
+    batch_size: int = 16,
+    engine: str = "local",
+    address: str | None = None,
 ) -> bool:
     """The `infer` command; returns True when some file failed (the exit code says so)."""
-    source = Path(audio_path)
-    if audio_path == "-":
-        raise UserError("reading audio from standard input is not supported; give a file or a folder")
-    if not source.exists():
-        raise UserError(f"{source}: no such file or folder" + (" (a broken link)" if source.is_symlink() else ""))
-    if not source.is_dir() and not source.is_file():
-        raise UserError(f"{source}: not a regular file or folder (a pipe, device or socket); give a file or a folder")
+    source = check_source(audio_path, engine)
     output = Path(output_path) if output_path else None
     if output and source.is_file():
         if output.suffix not in SINGLE_FORMATS:
@@ -202,7 +270,9 @@ def run_infer(
         check_writable(output)  # now, not after the work is done
     classifier = GenreClassifier.from_checkpoint(model_path)
     if source.is_dir():
-        return label_folder(classifier, source, output, segments, batch_size)
+        rows = FolderRows(tuple(classifier.genres), segments=segments)
+        table = ResultTable(output, rows.columns()) if output else None
+        return folder_job(classifier, model_path, source, table, rows, batch_size, engine, address) > 0
     prediction = classifier.predict(source)
     print(format_prediction(prediction, segments))
     if prediction.warning:
@@ -215,39 +285,104 @@ def run_infer(
     return False
 
 
-def label_folder(
-    classifier: GenreClassifier, folder: Path, output: Path | None, segments: bool, batch_size: int
-) -> bool:
+def check_source(audio_path: str, engine: str = "local") -> Path:
+    """The file or folder a command reads, or a one-line UserError."""
+    if engine not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    source = Path(audio_path)
+    if audio_path == "-":
+        raise UserError("reading audio from standard input is not supported; give a file or a folder")
+    if not source.exists():
+        raise UserError(f"{source}: no such file or folder" + (" (a broken link)" if source.is_symlink() else ""))
+    if not source.is_dir() and not source.is_file():
+        raise UserError(f"{source}: not a regular file or folder (a pipe, device or socket); give a file or a folder")
+    if engine != "local" and not source.is_dir():
+        raise UserError(f"{source}: --engine {engine} runs over a folder; give a folder")
+    return source
+
+
+@dataclass(frozen=True)
+class FolderRows:
+    """What a folder job writes per file: infer's row; with `embeddings` (`embed`), also the genre its folder names
+    (`label`, when it is one of the model's genres) and the track's embedding."""
+
+    genres: tuple[str, ...]
+    segments: bool = False
+    embeddings: bool = False
+
+    def columns(self) -> list[str]:
+        columns = ["path", "genre", *self.genres, "duration_s", "error", "warning"] + ["segments"] * self.segments
+        return columns + ["label", "embedding"] * self.embeddings
+
+    def __call__(self, path: Path, prediction: Prediction | None, error: str | None) -> dict:
+        row = result_row(path, prediction, error, self.segments)
+        if self.embeddings:
+            row["label"] = path.parent.name if path.parent.name in self.genres else ""
+            row["embedding"] = encode_embedding(prediction.embedding) if prediction else ""
+        return row
+
+
+def encode_embedding(embedding: np.ndarray) -> str:
+    """float32 values as base64 text: exact, and a quarter of the size of decimal numbers in a CSV/JSON row."""
+    return base64.b64encode(np.asarray(embedding, "<f4").tobytes()).decode()
+
+
+def decode_embedding(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), "<f4")
+
+
+def folder_job(
+    classifier: GenreClassifier,
+    model_path: str,
+    folder: Path,
+    table: ResultTable | None,
+    rows: FolderRows,
+    batch_size: int,
+    engine: str = "local",
+    address: str | None = None,
+    output: Path | None = None,
+) -> int:
+    """Every track below `folder` (audio files, or the .npy of a spectrogram folder) through the model, a row each
+    to `table` (or a line each on stdout), here or on a Ray cluster; returns how many failed. `output`: the name
+    the user gave, when `table` is a journal that becomes it."""
     from tqdm import tqdm
 
-    columns = ["path", "genre", *classifier.genres, "duration_s", "error", "warning"] + ["segments"] * segments
-    table = ResultTable(output, columns) if output else None
-    files, ignored, skipped = audio_files(folder)
+    (files, ignored, skipped), params_json = track_files(folder)
+    if params_json:
+        classifier.check_spectrograms(params_json)
     warn_skipped(skipped)
     todo = [Path(key) for key in table.todo(str(p) for p in files)] if table else files
     skipped_note = f", {len(files) - len(todo)} already done" if len(todo) < len(files) else ""
+    kind, ignored = ("spectrograms", ignored - 1) if params_json else ("audio files", ignored)  # - params.json
+    verb, done = ("embed", "embedded") if rows.embeddings else ("label", "labelled")
     print(
-        f"{len(todo)} audio files to label in {folder}{skipped_note}"
-        + (f" ({ignored} non-audio ignored)" if ignored else "")
+        f"{len(todo)} {kind} to {verb} in {folder}{skipped_note}"
+        + (f" ({ignored} non-{kind.split()[0]} ignored)" if ignored else "")
     )
+    if engine == "ray":
+        from music_genre_classification.serving.ray_engine import ray_rows
+
+        results = ray_rows(model_path, todo, batch_size, rows, address)
+    else:
+        results = (rows(*result) for result in classifier.predict_many(todo, batch_size, rows.embeddings))
     failures, warnings, started = 0, 0, time.perf_counter()
-    bar = tqdm(classifier.predict_many(todo, batch_size), total=len(todo), unit="file", file=sys.stderr)
-    for path, prediction, error in bar:
-        failures += error is not None
-        warnings += bool(prediction and prediction.warning)
+    bar = tqdm(results, total=len(todo), unit="file", file=sys.stderr)
+    for row in bar:
+        failures += bool(row["error"])
+        warnings += bool(row.get("warning"))
         if table:
-            table.add(result_row(path, prediction, error, segments))
+            table.add(row)
         else:
-            warning = f"\twarning: {prediction.warning}" if prediction and prediction.warning else ""
-            bar.write(f"{path}\t" + (f"error: {error}" if error else prediction.genre + warning))
+            warning = f"\twarning: {row['warning']}" if row.get("warning") else ""
+            bar.write(f"{row['path']}\t" + (f"error: {row['error']}" if row["error"] else row["genre"] + warning))
     rate = len(todo) / max(time.perf_counter() - started, 1e-9)
     print(
-        f"labelled {len(todo) - failures} files, {failures} failed"
+        f"{done} {len(todo) - failures} files, {failures} failed"
         + (f", {warnings} with a warning (cut off?)" if warnings else "")
         + f", {rate:.1f} files/s"
-        + (f" -> {output}" if output else "")
+        + (f" -> {output or table.path}" if table else "")
     )
-    return failures > 0
+    return failures
 
 
 def result_row(path: Path, prediction: Prediction | None, error: str | None, segments: bool) -> dict:
