@@ -59,6 +59,13 @@ def train(*overrides: str) -> None:
     _run(lambda: run_training(list(overrides)) and None)
 
 
+def tune(*overrides: str) -> None:
+    """Optuna study over a model's hyper-parameters, e.g. tune=cnn split=fault_filtered tune.n_trials=30; resumable."""
+    from music_genre_classification.training.tune import tune as run_study
+
+    _run(lambda: run_study([str(o) for o in overrides]) and None)
+
+
 def test(checkpoint: str, *overrides: str) -> None:
     """Score CHECKPOINT on the test part of its split, or on other data: datamodule.root=/path split=all"""
     checkpoint = _path("checkpoint", checkpoint)
@@ -139,7 +146,7 @@ def main() -> None:
 
     drop_decoder_notes()
     commands = {"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve}
-    fire.Fire(commands | {"ensemble": ensemble})
+    fire.Fire(commands | {"ensemble": ensemble, "tune": tune})
 
 
 if __name__ == "__main__":
