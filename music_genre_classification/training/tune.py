@@ -5,10 +5,13 @@ with a PostgreSQL or MySQL server) share it. At the end: the best trials, parame
 trial as configs/experiment/tuned_<study_name>.yaml.
 """
 
+import contextlib
 import copy
+import hashlib
 import os
 import re
 import socket
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -108,28 +111,29 @@ def open_study(settings: DictConfig, user_overrides: list[str]) -> optuna.Study:
     url = str(settings.storage)
     heartbeat = int(settings.heartbeat_s)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    for attempt in range(3):  # processes that start together may race to create the tables
-        try:
-            storage = optuna.storages.RDBStorage(
+    storage = optuna.storages.RDBStorage  # a trial whose process stops beating is failed, then run again
+
+    def load() -> optuna.Study:
+        return optuna.create_study(
+            storage=storage(
                 url,
                 engine_kwargs=engine,
                 heartbeat_interval=heartbeat,
                 grace_period=4 * heartbeat,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
-            )
-            study = optuna.create_study(
-                storage=storage,
-                study_name=settings.study_name,
-                direction=DIRECTIONS[settings.metric],
-                load_if_exists=True,
-            )
-            break
-        except ImportError as err:
-            raise UserError(f"tune.storage {url}: {first_line(err)} (install the database's driver)") from None
-        except Exception as err:  # sqlalchemy: a bad URL, an unreachable server, a locked file
-            if attempt == 2 or "already exists" not in str(err) and "locked" not in str(err):
-                raise UserError(f"tune.storage {hidden_password(url)}: {first_line(err)}") from None
-            time.sleep(1)
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            ),
+            study_name=settings.study_name,
+            direction=DIRECTIONS[settings.metric],
+            load_if_exists=True,
+        )
+
+    try:
+        with one_at_a_time(url):
+            study = load()
+    except ImportError as err:
+        raise UserError(f"tune.storage {url}: {first_line(err)} (install the database's driver)") from None
+    except Exception as err:  # sqlalchemy: a bad URL, an unreachable server
+        raise UserError(f"tune.storage {hidden_password(url)}: {first_line(err)}") from None
     identity = {"metric": str(settings.metric), "overrides": user_overrides}
     for name, value in identity.items():
         kept = study.user_attrs.get(name)
@@ -141,6 +145,22 @@ def open_study(settings: DictConfig, user_overrides: list[str]) -> optuna.Study:
                 "resume it with those, or start another with tune.study_name=..."
             )
     return study
+
+
+@contextlib.contextmanager
+def one_at_a_time(url: str):
+    """Processes that start together on one sqlite file open it one after the other: MLflow and Optuna create their
+    tables on first use, and that is not safe twice at once. A database server needs no lock."""
+    from filelock import FileLock
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:":
+        yield
+        return
+    name = hashlib.sha1(str(Path(database).resolve()).encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"mgc-sqlite-{name}.lock", timeout=600):
+        yield
 
 
 def hidden_password(url: str) -> str:
@@ -166,15 +186,16 @@ class Tracking:
             return
         from mlflow import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
-        experiment = self.client.get_experiment_by_name(cfg.logger.experiment_name)
-        self.experiment_id = (
-            experiment.experiment_id if experiment else self.client.create_experiment(cfg.logger.experiment_name)
-        )
-        self.parent = study.user_attrs.get("mlflow_parent_run_id")
-        if self.parent is None:
-            self.parent = self.parent_run(study, cfg)
-            study.set_user_attr("mlflow_parent_run_id", self.parent)
+        with one_at_a_time(cfg.logger.tracking_uri):  # the first process creates the store and the parent run
+            self.client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+            found = self.client.get_experiment_by_name(cfg.logger.experiment_name)
+            self.experiment_id = (
+                found.experiment_id if found else self.client.create_experiment(cfg.logger.experiment_name)
+            )
+            self.parent = study.user_attrs.get("mlflow_parent_run_id")
+            if self.parent is None:
+                self.parent = self.parent_run(study, cfg)
+                study.set_user_attr("mlflow_parent_run_id", self.parent)
 
     def parent_run(self, study: optuna.Study, cfg: DictConfig) -> str:
         """A new parent run; processes that start the study together all keep the earliest one."""
@@ -216,10 +237,20 @@ class Tracking:
         self.client.set_terminated(self.parent, "FINISHED")
 
 
-def objective(study: optuna.Study, base: DictConfig, space: list[Param], metric: str, tracking: Tracking):
+class Surplus(Exception):
+    """Processes that finished together both began a last trial: the later one stops before it trains."""
+
+
+def objective(study: optuna.Study, base: DictConfig, space: list[Param], settings: DictConfig, tracking: Tracking):
     from optuna_integration import PyTorchLightningPruningCallback
 
+    metric, n_trials = str(settings.metric), int(settings.n_trials)
+
     def run(trial: optuna.Trial) -> float:
+        ahead = [t for t in study.get_trials(False, (*FINISHED, TrialState.RUNNING)) if t.number < trial.number]
+        if len(ahead) >= n_trials:
+            trial.set_user_attr("surplus", True)
+            raise Surplus(f"not run: the study has its {n_trials} trials, finished or running")
         cfg = trial_config(base, space, {p.key: p.suggest(trial) for p in space})
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         features = "pipeline" in cfg.model
@@ -272,7 +303,7 @@ def tune(overrides: list[str]) -> optuna.Study:
         if defaults:
             study.enqueue_trial(defaults, user_attrs={"enqueued": "the config's values"}, skip_if_exists=True)
     tracking = Tracking(cfg, study)
-    run = objective(study, base, space, str(settings.metric), tracking)
+    run = objective(study, base, space, settings, tracking)
 
     n_trials, heartbeat = int(settings.n_trials), int(settings.heartbeat_s)
     started = time.monotonic()
@@ -288,7 +319,7 @@ def tune(overrides: list[str]) -> optuna.Study:
         if done + running >= n_trials:  # the last trials run elsewhere (or in a process that stopped: wait to know)
             time.sleep(heartbeat)
             continue
-        study.optimize(run, n_trials=1)
+        study.optimize(run, n_trials=1, catch=(Surplus,))
     report(study, cfg, choices, space, tracking)
     return study
 
