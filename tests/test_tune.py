@@ -134,6 +134,7 @@ def test_cnn_study_prunes_a_hopeless_trial_from_its_epochs(synthetic_gtzan, tmp_
     assert states(study) == ["COMPLETE", "PRUNED"]  # trial 0 is TRAIN_ARGS' lr; the seeded sampler then draws 1e-6
     assert [t.params["model.lr"] for t in study.trials] == [0.01, 0.000001]
     assert study.trials[1].intermediate_values[0] > study.trials[0].intermediate_values[0]
+    assert list(study.trials[0].intermediate_values) == [0]  # its epochs only
     assert (tmp_path / "outputs" / "tune" / study_name / "epochs.png").is_file()
     _, _, children = mlflow_runs(tmp_path, study_name)
     assert {c.data.tags["optuna.trial"]: c.info.status for c in children} == {"0": "FINISHED", "1": "KILLED"}

@@ -241,9 +241,21 @@ class Surplus(Exception):
     """Processes that finished together both began a last trial: the later one stops before it trains."""
 
 
-def objective(study: optuna.Study, base: DictConfig, space: list[Param], settings: DictConfig, tracking: Tracking):
+def pruning(trial: optuna.Trial, metric: str):
+    """optuna-integration's Lightning callback: the trial reports `metric` after each training epoch and stops when
+    the pruner says so; not in the validation of the best checkpoint that follows the training."""
+    from lightning.pytorch.trainer.states import TrainerFn
     from optuna_integration import PyTorchLightningPruningCallback
 
+    class EpochPruning(PyTorchLightningPruningCallback):
+        def on_validation_end(self, trainer, module) -> None:
+            if trainer.state.fn == TrainerFn.FITTING:
+                super().on_validation_end(trainer, module)
+
+    return EpochPruning(trial, monitor=metric)
+
+
+def objective(study: optuna.Study, base: DictConfig, space: list[Param], settings: DictConfig, tracking: Tracking):
     metric, n_trials = str(settings.metric), int(settings.n_trials)
 
     def run(trial: optuna.Trial) -> float:
@@ -254,7 +266,7 @@ def objective(study: optuna.Study, base: DictConfig, space: list[Param], setting
         cfg = trial_config(base, space, {p.key: p.suggest(trial) for p in space})
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         features = "pipeline" in cfg.model
-        callbacks = [] if features else [PyTorchLightningPruningCallback(trial, monitor=metric)]
+        callbacks = [] if features else [pruning(trial, metric)]
         run_id = tracking.child(study, trial)
         try:
             result = fit(cfg, callbacks, mlflow_run_id=run_id)
