@@ -11,11 +11,12 @@ import mlflow
 import optuna
 import pytest
 from conftest import GENRES, REPO, TRAIN_ARGS, run_cli, write_feature_table
+from omegaconf import OmegaConf
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from music_genre_classification.config import UserError
-from music_genre_classification.training.tune import parse_param
+from music_genre_classification.training.tune import flat, parse_param
 
 GENRES_ARG = f"datamodule.genres=[{','.join(GENRES)}]"
 # slow enough (~1-3 s a trial) to be caught mid-trial and to be shared by two processes
@@ -107,6 +108,10 @@ def test_a_bad_search_space_is_one_line_before_any_trial(tmp_path):
     for spec in ("between(1, 2)", "interval(2, 1)", "range(0.5, 2)", "tag(log, choice(1, 2))", "3", "[1, 2]"):
         with pytest.raises(UserError, match=r"^tune.params.model.lr: cannot read|is not a search distribution"):
             parse_param("model.lr", spec)
+    assert flat(OmegaConf.create({"model": {"lr": "a", "net": {"dropout": "b"}}})) == {
+        "model.lr": "a",
+        "model.net.dropout": "b",
+    }
     assert parse_param("+x", "range(8, 32, 8)").add and parse_param("x", "choice([256], [512, 256])").values == {
         "[256]": [256],
         "[512, 256]": [512, 256],

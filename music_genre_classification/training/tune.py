@@ -85,7 +85,7 @@ def parse_param(key: str, spec: object) -> Param:
 def search_space(params: DictConfig, cfg: DictConfig) -> list[Param]:
     if not params:
         raise UserError("tune.params is empty: name at least one config key and its distribution (see configs/tune)")
-    space = [parse_param(str(key), spec) for key, spec in params.items()]
+    space = [parse_param(key, spec) for key, spec in flat(params).items()]
     for param in space:
         present = OmegaConf.select(cfg, param.key, default="<missing>") != "<missing>"
         if param.add and present:
@@ -93,6 +93,17 @@ def search_space(params: DictConfig, cfg: DictConfig) -> list[Param]:
         if not param.add and not present:
             raise UserError(f"tune.params.{param.key}: no such key in the config (a leading + adds one)")
     return space
+
+
+def flat(params: DictConfig, prefix: str = "") -> dict:
+    """{"model": {"lr": spec}} -> {"model.lr": spec}: what `+tune.params.model.lr='interval(...)'` gives."""
+    out = {}
+    for key, spec in params.items():
+        if isinstance(spec, DictConfig):
+            out |= flat(spec, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = spec
+    return out
 
 
 def trial_config(base: DictConfig, space: list[Param], values: dict) -> DictConfig:
@@ -212,7 +223,7 @@ class Tracking:
             self.client.delete_run(mine)
         else:
             self.client.log_param(parent, "metric", cfg.tune.metric)
-            for key, spec in cfg.tune.params.items():
+            for key, spec in flat(cfg.tune.params).items():
                 self.client.log_param(parent, f"space/{key}", spec)
         return parent
 
