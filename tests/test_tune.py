@@ -154,6 +154,7 @@ def tune_process(cwd, *args: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_killed_study_resumes_with_the_same_command_and_runs_the_killed_trial_again(tmp_path, study_name):
     table = write_feature_table(tmp_path / "features.csv", clips_per_genre=12)
     args = [*FOREST, *FOREST_SPACE, f"datamodule.root={table}", f"tune.study_name={study_name}", "tune.n_trials=2"]
