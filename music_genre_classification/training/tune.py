@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -248,10 +249,6 @@ class Tracking:
         self.client.set_terminated(self.parent, "FINISHED")
 
 
-class Surplus(Exception):
-    """Processes that finished together both began a last trial: the later one stops before it trains."""
-
-
 def pruning(trial: optuna.Trial, metric: str):
     """optuna-integration's Lightning callback: the trial reports `metric` after each training epoch and stops when
     the pruner says so; not in the validation of the best checkpoint that follows the training."""
@@ -268,12 +265,15 @@ def pruning(trial: optuna.Trial, metric: str):
 
 def objective(study: optuna.Study, base: DictConfig, space: list[Param], settings: DictConfig, tracking: Tracking):
     metric, n_trials = str(settings.metric), int(settings.n_trials)
+    failed: list[str] = []  # why this process's latest trials failed, in a row
 
     def run(trial: optuna.Trial) -> float:
+        """The trial's metric; NaN (Optuna's mark of a failed trial) when its values broke the training."""
         ahead = [t for t in study.get_trials(False, (*FINISHED, TrialState.RUNNING)) if t.number < trial.number]
-        if len(ahead) >= n_trials:
+        if len(ahead) >= n_trials:  # processes that finished together both began a last trial: the later stops
             trial.set_user_attr("surplus", True)
-            raise Surplus(f"not run: the study has its {n_trials} trials, finished or running")
+            print(f"trial {trial.number} not run: the study has its {n_trials} trials, finished or running")
+            return float("nan")
         cfg = trial_config(base, space, {p.key: p.suggest(trial) for p in space})
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         features = "pipeline" in cfg.model
@@ -285,9 +285,16 @@ def objective(study: optuna.Study, base: DictConfig, space: list[Param], setting
             trial.set_user_attr("run_dir", cfg.run_dir)
             tracking.end_child(run_id, "KILLED")
             raise
+        except Exception as err:  # e.g. more neighbours than clips: the study goes on with other values
+            tracking.end_child(run_id, "FAILED")
+            failed.append(str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {first_line(err)}")
+            trial.set_user_attr("error", failed[-1])
+            print(f"trial {trial.number} failed: {failed[-1]}", file=sys.stderr)
+            return float("nan")
         except BaseException:
             tracking.end_child(run_id, "FAILED")
             raise
+        failed.clear()
         tracking.end_child(run_id, "FINISHED")
         if metric not in result:
             raise UserError(f"tune chooses on {metric} of the val clips, and this split has none (split.val_fraction)")
@@ -298,6 +305,7 @@ def objective(study: optuna.Study, base: DictConfig, space: list[Param], setting
                 trial.set_user_attr(name, result[name])
         return result[metric]
 
+    run.failed = failed
     return run
 
 
@@ -342,7 +350,9 @@ def tune(overrides: list[str]) -> optuna.Study:
         if done + running >= n_trials:  # the last trials run elsewhere (or in a process that stopped: wait to know)
             time.sleep(heartbeat)
             continue
-        study.optimize(run, n_trials=1, catch=(Surplus,))
+        study.optimize(run, n_trials=1)
+        if len(run.failed) >= 3:
+            raise UserError(f"{len(run.failed)} trials in a row failed, the last with: {run.failed[-1]}")
     report(study, cfg, choices, space, tracking)
     return study
 
