@@ -123,11 +123,10 @@ def open_study(settings: DictConfig, user_overrides: list[str]) -> optuna.Study:
     url = str(settings.storage)
     heartbeat = int(settings.heartbeat_s)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    storage = optuna.storages.RDBStorage  # a trial whose process stops beating is failed, then run again
 
     def load() -> optuna.Study:
         return optuna.create_study(
-            storage=storage(
+            storage=optuna.storages.RDBStorage(  # a trial whose process stops beating is failed, then run again
                 url,
                 engine_kwargs=engine,
                 heartbeat_interval=heartbeat,
@@ -322,12 +321,13 @@ def tune(overrides: list[str]) -> optuna.Study:
     with open_dict(base):
         del base.tune
     space = search_space(settings.params, base)  # bad specs and keys fail here, before any trial
-    build(settings.sampler, seed=int(settings.seed)), build(settings.pruner)  # and bad sampler or pruner settings
+    build(settings.sampler, seed=int(settings.seed))  # and bad sampler or pruner settings
+    pruner = build(settings.pruner)
     user_overrides = sorted(str(o) for o in overrides if not str(o).lstrip("+~").startswith("tune."))
     study = open_study(settings, user_overrides)
     # seeded, and different in each process that joins the study (or resumes it) after some trials
     study.sampler = build(settings.sampler, seed=int(settings.seed) + len(study.trials))
-    study.pruner = build(settings.pruner)
+    study.pruner = pruner
     if settings.enqueue_defaults and not study.trials:
         defaults = {p.key: p.choice_of(OmegaConf.select(base, p.key, default=None)) for p in space}
         defaults = {key: value for key, value in defaults.items() if value is not None}
