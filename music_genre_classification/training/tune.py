@@ -142,7 +142,7 @@ def open_study(settings: DictConfig, user_overrides: list[str]) -> optuna.Study:
         with one_at_a_time(url):
             study = load()
     except ImportError as err:
-        raise UserError(f"tune.storage {url}: {first_line(err)} (install the database's driver)") from None
+        raise UserError(f"tune.storage {hidden_password(url)}: {first_line(err)} (pip install its driver)") from None
     except Exception as err:  # sqlalchemy: a bad URL, an unreachable server
         raise UserError(f"tune.storage {hidden_password(url)}: {first_line(err)}") from None
     identity = {"metric": str(settings.metric), "overrides": user_overrides}
