@@ -1,5 +1,5 @@
-"""Command line: python -m music_genre_classification.commands {train,test,infer,features,bot,serve,ensemble,embed,
-map,similar} ...
+"""Command line: python -m music_genre_classification.commands {train,tune,test,infer,features,bot,serve,ensemble,
+embed,map,similar} ...
 
 Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
@@ -58,6 +58,13 @@ def train(*overrides: str) -> None:
     from music_genre_classification.training.train import train as run_training
 
     _run(lambda: run_training(list(overrides)) and None)
+
+
+def tune(*overrides: str) -> None:
+    """Optuna study over a model's hyper-parameters, e.g. tune=cnn split=fault_filtered tune.n_trials=30; resumable."""
+    from music_genre_classification.training.tune import tune as run_study
+
+    _run(lambda: run_study([str(o) for o in overrides]) and None)
 
 
 def test(checkpoint: str, *overrides: str) -> None:
@@ -190,7 +197,7 @@ def main() -> None:
     drop_decoder_notes()
     commands = {"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve}
     library = {"embed": embed, "map": map_, "similar": similar}
-    fire.Fire(commands | {"ensemble": ensemble} | library)
+    fire.Fire(commands | {"ensemble": ensemble, "tune": tune} | library)
 
 
 if __name__ == "__main__":

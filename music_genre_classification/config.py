@@ -16,7 +16,8 @@ class UserError(Exception):
     """Bad input from the user (config, paths, files): shown as one line, exit code 1, no traceback."""
 
 
-def compose(name: str, overrides: list[str]) -> DictConfig:
+def compose(name: str, overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    """The config `name` with Hydra overrides; hydra_config: with Hydra's own node (hydra.runtime.choices...)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -25,7 +26,7 @@ def compose(name: str, overrides: list[str]) -> DictConfig:
     overrides = [str(o) for o in overrides]
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return hydra_compose(config_name=name, overrides=overrides)
+            return hydra_compose(config_name=name, overrides=overrides, return_hydra_config=hydra_config)
     except (HydraException, OmegaConfBaseException) as err:
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
         raise UserError(f"bad config override: {' '.join(lines[:2])}") from None  # line 2 holds Hydra's hint

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def parameter_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def make_trainer(cfg: DictConfig, logger, history: History, validate: bool) -> L.Trainer:
+def make_trainer(cfg: DictConfig, logger, history: History, validate: bool, extra: Sequence = ()) -> L.Trainer:
     # lr_monitor needs a logger; a callback set to null (callbacks.early_stopping=null) is off
     wanted = {name: c for name, c in cfg.callbacks.items() if c is not None and (logger or name != "lr_monitor")}
     trainer_args = {}
@@ -74,7 +75,7 @@ def make_trainer(cfg: DictConfig, logger, history: History, validate: bool) -> L
         wanted = {name: c for name, c in wanted.items() if c.get("monitor") is None or name == "checkpoint"}
         wanted["checkpoint"] = {**wanted["checkpoint"], "monitor": None}
         trainer_args = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
-    callbacks = [build(c) for c in wanted.values()] + [history]
+    callbacks = [build(c) for c in wanted.values()] + [history, *extra]
     return build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir, **trainer_args)
 
 
@@ -90,18 +91,22 @@ def is_features_run(cfg: DictConfig) -> bool:
 
 
 def train(overrides: list[str]) -> dict:
-    cfg = compose("train", overrides)
+    return fit(compose("train", overrides))
+
+
+def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: str | None = None) -> dict:
+    """One training run of a composed train config; `tune` passes its pruning callback and a child MLflow run."""
     features = is_features_run(cfg)
     run_dir = new_run_dir(cfg.output_dir)
     cfg.run_dir = str(run_dir)
+    logger = build(cfg.logger, run_id=mlflow_run_id) if cfg.get("logger") else False
     if features:
         from music_genre_classification.training.train_features import train_features
 
-        return train_features(cfg, run_dir)
+        return train_features(cfg, run_dir, logger)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     history = History()
-    logger = build(cfg.logger) if cfg.get("logger") else False
-    trainer = make_trainer(cfg, logger, history, validate=True)  # bad overrides fail here, before any download
+    trainer = make_trainer(cfg, logger, history, True, callbacks)  # bad overrides fail here, before any download
     module = build(
         cfg.model,
         _recursive_=False,
@@ -117,7 +122,7 @@ def train(overrides: list[str]) -> dict:
     validate = bool(datamodule.parts["val"][0])
     if not validate:  # e.g. split.val_fraction=0: every train clip is used, and the last epoch is the model
         print("no val clips: training for trainer.max_epochs without early stopping; the last epoch is kept")
-        trainer = make_trainer(cfg, logger, history, validate=False)
+        trainer = make_trainer(cfg, logger, history, False, callbacks)
 
     module.split_table = datamodule.split_table
     plot_dir = run_dir / "plots"

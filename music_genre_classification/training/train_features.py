@@ -31,12 +31,11 @@ def configured(cfg: DictConfig, params: dict):
         raise UserError(f"model.grid: {err}") from None
 
 
-def train_features(cfg: DictConfig, run_dir: Path) -> dict:
+def train_features(cfg: DictConfig, run_dir: Path, logger=None) -> dict:
     grid = to_dict(cfg.model.grid) if cfg.model.get("grid") else {}
     candidates = list(ParameterGrid(grid)) if grid else [{}]
     for params in candidates:  # bad settings fail here, before any data is read
         configured(cfg, params)
-    logger = build(cfg.logger) if cfg.get("logger") else None
     ensure_data(cfg.datamodule.root, cfg.data)
     data = build(cfg.datamodule, split=build(cfg.split))
     data.setup()
