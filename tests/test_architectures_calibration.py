@@ -108,26 +108,24 @@ def test_test_reports_intervals_and_calibration_in_console_json_plot_and_mlflow(
     }
 
 
-def test_crnn_trains_through_the_cli_and_joins_the_cnn_in_a_calibrated_ensemble(trained, synthetic_gtzan, tmp_path):
-    args = [a for a in TRAIN_ARGS if not a.startswith(("model.net.channels", "trainer.max_epochs"))]
-    crnn = ["model=crnn", "model.net.channels=[8,16]", "model.net.hidden=16", "trainer.max_epochs=8"]
-    result = run_cli("train", f"datamodule.root={synthetic_gtzan}", *args, *crnn, cwd=tmp_path)
+def test_train_with_members_trains_a_crnn_and_a_cnn_and_makes_one_calibrated_ensemble(synthetic_gtzan, tmp_path):
+    """The mechanism of `train experiment=best`: one training per member on a shared split, then the ensemble."""
+    args = [a for a in TRAIN_ARGS if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=4"]
+    members = "members=['model=crnn model.net.channels=[8,16] model.net.hidden=16','seed=3']"
+    result = run_cli("train", f"datamodule.root={synthetic_gtzan}", *args, "split.seed=42", members, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    member = tmp_path / "outputs" / "model_full.ckpt"
-    hp = torch.load(member, weights_only=True)["hyper_parameters"]
-    assert hp["net"]["_target_"].endswith("GenreCRNN") and "temperature" in hp
-
-    members = f"{trained['checkpoint']},{member}"
-    result = run_cli("ensemble", "--checkpoints", members, "--output_path", "blend.ckpt", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "(temperature " in result.stdout
-    blend = torch.load(tmp_path / "blend.ckpt", weights_only=True)
-    assert "temperature" in blend["hyper_parameters"]
+    assert "== member 2/2: seed=3" in result.stdout and "training time:" in result.stdout
+    blend = torch.load(tmp_path / "outputs" / "model_full.ckpt", weights_only=True)
+    hp = blend["hyper_parameters"]
+    assert hp["kind"] == "ensemble" and "temperature" in hp and len(hp["weights"]) == 2
+    nets = [m["hyper_parameters"]["net"]["_target_"].rsplit(".", 1)[1] for m in blend["members"]]
+    assert nets == ["GenreCRNN", "GenreCNN"]
     assert all("temperature" in m["hyper_parameters"] for m in blend["members"])  # members keep theirs
 
-    result = run_cli("test", "blend.ckpt", cwd=tmp_path)
+    result = run_cli("test", "outputs/model_full.ckpt", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((tmp_path / "blend.test.json").read_text())["accuracy"] >= 0.8
+    report = (tmp_path / "outputs" / "model_full.ckpt").resolve().with_suffix(".test.json")
+    assert json.loads(report.read_text())["accuracy"] >= 0.8
     clip = next((synthetic_gtzan / "high").glob("*.wav"))
-    result = run_cli("infer", "blend.ckpt", str(clip), cwd=tmp_path)
+    result = run_cli("infer", "outputs/model_full.ckpt", str(clip), cwd=tmp_path)
     assert result.returncode == 0 and "high" in result.stdout, result.stderr[-2000:]

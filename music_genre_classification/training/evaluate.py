@@ -17,6 +17,7 @@ from music_genre_classification.models.calibration import reliability, temperatu
 from music_genre_classification.models.predictors import checkpoint_kind, track_probabilities
 from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 from music_genre_classification.training.plots import plot_confusion, plot_reliability
+from music_genre_classification.training.progress import quiet_third_parties
 from music_genre_classification.training.uncertainty import bootstrap_intervals
 
 
@@ -129,6 +130,7 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
 
 
 def test(checkpoint: str, overrides: list[str]) -> dict:
+    quiet_third_parties()
     ckpt = load_checkpoint(checkpoint)
     model = GenreClassifier.from_checkpoint(checkpoint).model  # a damaged checkpoint is one line, before any work
     cfg = compose("test", overrides)

@@ -25,8 +25,9 @@ def quiet_third_parties() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning_utilities", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # "💡 Tip", "GPU available", "TPU available", ...
+    libraries = ("lightning.pytorch", "lightning.fabric", "lightning_utilities", "pytorch_lightning", "mlflow", "alembic")
+    for name in libraries:
+        logging.getLogger(name).setLevel(logging.WARNING)  # "💡 Tip", "GPU available", mlflow's table creation ...
 
 
 def show_progress_bar() -> bool:

@@ -112,6 +112,10 @@ def is_features_run(cfg: DictConfig) -> bool:
 def train(overrides: list[str]) -> dict:
     quiet_third_parties()
     cfg = compose("train", overrides)
+    if cfg.get("members"):  # an ensemble: one training per member (experiment=best)
+        from music_genre_classification.training.train_ensemble import train_members
+
+        return train_members(cfg, overrides)
     features = is_features_run(cfg)
     run_dir = new_run_dir(cfg.output_dir)
     cfg.run_dir = str(run_dir)
