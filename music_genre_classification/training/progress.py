@@ -25,8 +25,7 @@ def quiet_third_parties() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    libraries = ("lightning.pytorch", "lightning.fabric", "lightning_utilities", "pytorch_lightning", "mlflow", "alembic")
-    for name in libraries:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_utilities", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)  # "💡 Tip", "GPU available", mlflow's table creation ...
 
 
