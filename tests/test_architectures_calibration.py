@@ -129,3 +129,14 @@ def test_train_with_members_trains_a_crnn_and_a_cnn_and_makes_one_calibrated_ens
     clip = next((synthetic_gtzan / "high").glob("*.wav"))
     result = run_cli("infer", "outputs/model_full.ckpt", str(clip), cwd=tmp_path)
     assert result.returncode == 0 and "high" in result.stdout, result.stderr[-2000:]
+
+
+def test_calibrate_refits_the_temperature_of_a_checkpoint_on_its_val_clips(trained, tmp_path):
+    result = run_cli("calibrate", str(trained["checkpoint"]), "--output_path", "calibrated.ckpt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "val: " in result.stdout and "temperature " in result.stdout
+    stored = torch.load(trained["checkpoint"], weights_only=True)["hyper_parameters"]["temperature"]
+    refitted = torch.load(tmp_path / "calibrated.ckpt", weights_only=True)["hyper_parameters"]["temperature"]
+    assert refitted == pytest.approx(stored, rel=1e-3)  # the same val clips, the same fit as at the end of `train`
+    result = run_cli("calibrate", str(trained["checkpoint"]), "--output_path", "out.pt", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
