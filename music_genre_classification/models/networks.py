@@ -1,7 +1,7 @@
 """Networks that map log-mel crops [batch, 1, n_mels, columns] to genre logits, and per-clip averaging.
 
 GenreCNN and MelBaseline are here; the other architectures of `model=` (cnn1d, crnn, lstm, resnet) are in
-architectures.py. Any of them reads MFCCs instead of log-mel with `model.net.n_mfcc=20` (see `mfcc`).
+architectures.py. Any of them reads MFCCs instead of log-mel with `model.net.n_mfcc=40` (see `MFCC`).
 
 Every network has the same interface, which training, inference and `embed` rely on:
 - `forward(crops [batch, 1, n_mels, columns])` -> logits [batch, n_genres] (training on random crops);
@@ -56,6 +56,8 @@ class GenreCNN(nn.Module):
         n_mfcc: int = 0,
     ):
         super().__init__()
+        if n_mfcc and n_mfcc < 2 ** len(channels):
+            raise ValueError(f"n_mfcc={n_mfcc}: {len(channels)} pooling blocks need at least {2 ** len(channels)} bands")
         self.mfcc = MFCC(n_mels, n_mfcc) if n_mfcc else None
         self.input_norm = nn.BatchNorm1d(n_mfcc or n_mels) if input_norm else None
         blocks, last = [], 1
