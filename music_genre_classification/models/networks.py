@@ -57,7 +57,7 @@ class GenreCNN(nn.Module):
     ):
         super().__init__()
         if n_mfcc and n_mfcc < 2 ** len(channels):
-            raise ValueError(f"n_mfcc={n_mfcc}: {len(channels)} pooling blocks need at least {2 ** len(channels)} bands")
+            raise ValueError(f"n_mfcc={n_mfcc}: {len(channels)} pooling blocks need {2 ** len(channels)} bands or more")
         self.mfcc = MFCC(n_mels, n_mfcc) if n_mfcc else None
         self.input_norm = nn.BatchNorm1d(n_mfcc or n_mels) if input_norm else None
         blocks, last = [], 1
