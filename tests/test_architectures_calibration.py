@@ -140,3 +140,11 @@ def test_calibrate_refits_the_temperature_of_a_checkpoint_on_its_val_clips(train
     assert refitted == pytest.approx(stored, rel=1e-3)  # the same val clips, the same fit as at the end of `train`
     result = run_cli("calibrate", str(trained["checkpoint"]), "--output_path", "out.pt", cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_experiment_best_is_an_ensemble_of_new_artist_recipes_on_one_split():
+    cfg = compose("train", ["experiment=best"])
+    assert len(cfg.members) >= 2 and cfg.split.seed == 42 and cfg.split.artists == "GTZANindex.txt"
+    member = compose("train", ["experiment=best", *str(cfg.members[1]).split(), "members=null"])
+    assert member.members is None and member.split.seed == 42 and member.model.mixup == 0.3
+    assert member.callbacks.early_stopping is None and member.split.train == "train_filtered.txt"
