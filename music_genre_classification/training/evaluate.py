@@ -13,7 +13,7 @@ from music_genre_classification.data.dataset import DataError
 from music_genre_classification.data.feature_data import FeatureDataModule
 from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.data.split import read_artists
-from music_genre_classification.models.calibration import reliability, temperature_scaled
+from music_genre_classification.models.calibration import ece_of_a_calibrated_model, reliability, temperature_scaled
 from music_genre_classification.models.predictors import checkpoint_kind, track_probabilities
 from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 from music_genre_classification.training.plots import plot_confusion, plot_reliability
@@ -151,6 +151,7 @@ def test(checkpoint: str, overrides: list[str]) -> dict:
     bins["after"] = reliability(scores.probs, scores.labels)
     result["calibration"] = {"temperature": temperature, "bins": len(bins["after"]["counts"])}
     result["calibration"] |= {"ece_before": bins["before"]["ece"], "ece_after": bins["after"]["ece"]}
+    result["calibration"]["ece_if_calibrated"] = ece_of_a_calibrated_model(scores.probs)
     tag = "test" if split is None else f"test_{Path(root).name.removesuffix('.csv')}_{split.name}"
     out = Path(checkpoint).resolve().with_suffix(f".{tag}.json")
     out.write_text(json.dumps(result, indent=2))
@@ -185,7 +186,8 @@ def format_uncertainty(result: dict) -> str:
         lines.append(f"  {name:<9} {result[key]:.4f}  [{low:.4f}, {high:.4f}]")
     lines.append(
         f"calibration: temperature {cal['temperature']:.3f}; expected calibration error ({cal['bins']} bins) "
-        f"{cal['ece_before']:.4f} before scaling, {cal['ece_after']:.4f} after"
+        f"{cal['ece_before']:.4f} before scaling, {cal['ece_after']:.4f} after "
+        f"(a perfectly calibrated model would show {cal['ece_if_calibrated']:.4f} on these clips)"
     )
     return "\n".join(lines)
 
