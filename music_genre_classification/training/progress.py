@@ -2,6 +2,7 @@
 progress bar when it is; third-party tips and deprecation notes left out."""
 
 import logging
+import os
 import sys
 import time
 import warnings
@@ -25,8 +26,10 @@ def quiet_third_parties() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow sets its loggers' level when imported
     for name in ("lightning.pytorch", "lightning.fabric", "lightning_utilities", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)  # "💡 Tip", "GPU available", mlflow's table creation ...
+    logging.getLogger("lightning.pytorch.loggers.mlflow").setLevel(logging.ERROR)  # "Experiment ... Creating it."
 
 
 def show_progress_bar() -> bool:
