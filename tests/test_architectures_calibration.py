@@ -79,7 +79,7 @@ def test_training_prints_one_line_per_epoch_and_no_tips_and_stores_a_temperature
     assert [line.split()[1] for line in epochs] == [f"{i}/12" for i in range(1, 13)]
     assert all("train/loss" in line and "val/acc" in line and line.endswith(" s") for line in epochs)
     output = trained["stdout"] + trained["stderr"]
-    for noise in ("Tip", "litlogger", "GPU available", "num_workers", "deprecated"):
+    for noise in ("Tip", "litlogger", "GPU available", "num_workers", "deprecated", "INFO mlflow", "Creating it"):
         assert noise not in output, noise
     ckpt = torch.load(trained["checkpoint"], weights_only=True)
     assert 0.05 <= ckpt["hyper_parameters"]["temperature"] <= 20
