@@ -191,13 +191,21 @@ def ensemble(checkpoints: str | tuple, output_path: str) -> None:
     _run(lambda: make_ensemble([p.strip() for p in paths if p.strip()], output_path) and None)
 
 
+def calibrate(checkpoint: str, output_path: str) -> None:
+    """Fit CHECKPOINT's temperature on the val part of its split; write it with the temperature to --output_path."""
+    checkpoint, output_path = _path("checkpoint", checkpoint), _path("output_path", output_path)
+    from music_genre_classification.training.calibrate import calibrate as run_calibrate
+
+    _run(lambda: run_calibrate(checkpoint, output_path) and None)
+
+
 def main() -> None:
     from music_genre_classification.config import drop_decoder_notes
 
     drop_decoder_notes()
     commands = {"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve}
     library = {"embed": embed, "map": map_, "similar": similar}
-    fire.Fire(commands | {"ensemble": ensemble, "tune": tune} | library)
+    fire.Fire(commands | {"ensemble": ensemble, "calibrate": calibrate, "tune": tune} | library)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from music_genre_classification.models.augment import gain_tilt, time_stretch
 from music_genre_classification.models.networks import clip_probabilities
 
 STAGES = ("train", "val", "test")
@@ -50,6 +51,10 @@ class GenreModule(L.LightningModule):
         mel_shift: int = 0,
         ema: float = 0.0,
         run_config: dict | None = None,
+        label_smoothing: float = 0.0,
+        gain: float = 0.0,
+        tilt: float = 0.0,
+        stretch: float = 0.0,
     ):
         """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint."""
         super().__init__()
@@ -78,20 +83,27 @@ class GenreModule(L.LightningModule):
         crops, labels = batch
         if self.hparams.mel_shift:
             crops = shift_mels(crops, self.hparams.mel_shift)
+        if self.hparams.get("stretch"):
+            crops = time_stretch(crops, self.hparams.stretch)
+        if self.hparams.get("gain") or self.hparams.get("tilt"):
+            crops = gain_tilt(crops, self.hparams.get("gain", 0.0), self.hparams.get("tilt", 0.0))
         if self.hparams.spec_augment:
             crops = spec_augment(crops, **self.hparams.spec_augment)
         if self.hparams.mixup > 0:  # blend pairs of crops and their labels: a smoother target on little data
             mix = torch.distributions.Beta(self.hparams.mixup, self.hparams.mixup).sample().to(crops.device)
             partner = torch.randperm(len(labels), device=crops.device)
             logits = self.net(mix * crops + (1 - mix) * crops[partner])
-            loss = mix * F.cross_entropy(logits, labels) + (1 - mix) * F.cross_entropy(logits, labels[partner])
+            loss = mix * self.loss(logits, labels) + (1 - mix) * self.loss(logits, labels[partner])
         else:
             logits = self.net(crops)
-            loss = F.cross_entropy(logits, labels)
+            loss = self.loss(logits, labels)
         self.metrics("train").update(logits, labels)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(labels))
         self.log_dict(self.metrics("train"), on_step=False, on_epoch=True)
         return loss
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.get("label_smoothing", 0.0))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema_net is not None:

@@ -1,5 +1,8 @@
 """Networks that map log-mel crops [batch, 1, n_mels, columns] to genre logits, and per-clip averaging.
 
+GenreCNN and MelBaseline are here; the other architectures of `model=` (cnn1d, crnn, lstm, resnet) are in
+architectures.py. Any of them reads MFCCs instead of log-mel with `model.net.n_mfcc=40` (see `MFCC`).
+
 Every network has the same interface, which training, inference and `embed` rely on:
 - `forward(crops [batch, 1, n_mels, columns])` -> logits [batch, n_genres] (training on random crops);
 - `crop_embeddings(specs [clips, n_mels, columns], crop, hop)` -> [clips, crops, dim]: the penultimate layer of each
@@ -14,6 +17,25 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from music_genre_classification.data.spectrogram import crop_starts, pad_to
+
+
+def dct_matrix(n_mels: int, n_mfcc: int) -> torch.Tensor:
+    """The orthonormal DCT-II [n_mfcc, n_mels] that takes log-mel bands to cepstral coefficients (as librosa's)."""
+    bands = torch.arange(n_mels, dtype=torch.float32)
+    basis = torch.cos(torch.pi / n_mels * (bands + 0.5) * torch.arange(n_mfcc, dtype=torch.float32)[:, None])
+    basis[0] /= 2**0.5
+    return basis * (2 / n_mels) ** 0.5
+
+
+class MFCC(nn.Module):
+    """[batch, 1, n_mels, columns] log-mel -> [batch, 1, n_mfcc, columns] MFCCs, for `n_mfcc` > 0 on any network."""
+
+    def __init__(self, n_mels: int, n_mfcc: int):
+        super().__init__()
+        self.register_buffer("dct", dct_matrix(n_mels, n_mfcc), persistent=False)  # fixed: not in checkpoints
+
+    def forward(self, specs: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("km,bcmt->bckt", self.dct, specs)
 
 
 class GenreCNN(nn.Module):
@@ -31,9 +53,13 @@ class GenreCNN(nn.Module):
         dropout: float = 0.3,
         input_norm: bool = False,
         n_mels: int = 128,
+        n_mfcc: int = 0,
     ):
         super().__init__()
-        self.input_norm = nn.BatchNorm1d(n_mels) if input_norm else None
+        if n_mfcc and n_mfcc < 2 ** len(channels):
+            raise ValueError(f"n_mfcc={n_mfcc}: {len(channels)} pooling blocks need {2 ** len(channels)} bands or more")
+        self.mfcc = MFCC(n_mels, n_mfcc) if n_mfcc else None
+        self.input_norm = nn.BatchNorm1d(n_mfcc or n_mels) if input_norm else None
         blocks, last = [], 1
         for width in channels:
             blocks += [nn.Conv2d(last, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
@@ -44,6 +70,8 @@ class GenreCNN(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * last, n_genres))
 
     def feature_maps(self, specs: torch.Tensor) -> torch.Tensor:
+        if self.mfcc is not None:
+            specs = self.mfcc(specs)
         if self.input_norm is not None:
             specs = self.input_norm(specs.squeeze(1)).unsqueeze(1)
         return self.features(specs.contiguous(memory_format=torch.channels_last))

@@ -6,6 +6,8 @@ probabilities and an embedding per input [len(inputs), dim] (what `embed`, `map`
 - cnn: log-mel spectrogram -> the CNN, softmax averaged over the crops covering the window (a Lightning checkpoint);
 - features: the 57 features (one row, or one per chunk) -> a scikit-learn pipeline, averaged over the chunks;
 - ensemble: a weighted average of its members' probabilities, each member fed by its own front end.
+Every kind applies the temperature its checkpoint holds (hyper_parameters.temperature, fitted on val; see
+calibration.py) to its clip probabilities; an ensemble's members keep theirs and the blend may have its own.
 """
 
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from hydra.utils import instantiate
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
+from music_genre_classification.models.calibration import temperature_scaled
 from music_genre_classification.models.networks import clip_outputs, clip_probabilities, for_inference
 
 KIND_KEYS = {"cnn": "state_dict", "features": "pipeline", "ensemble": "members"}  # what each kind must hold
@@ -45,21 +48,24 @@ class CNNPredictor:
         self.net, self.genres = for_inference(net.to(device)), list(hp["genres"])
         self.front_end = LogMel(SpectrogramParams(**hp["spectrogram"]))
         self.crop, self.hop = int(hp["crop_columns"]), int(hp["eval_hop"])
+        self.temperature = float(hp.get("temperature", 1.0))
 
     @torch.inference_mode()
     def probabilities(self, specs: list[torch.Tensor]) -> np.ndarray:
-        return clip_probabilities(self.net, specs, self.crop, self.hop).cpu().numpy()
+        probs = clip_probabilities(self.net, specs, self.crop, self.hop).cpu().numpy()
+        return temperature_scaled(probs, self.temperature)
 
     @torch.inference_mode()
     def embed(self, specs: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """The probabilities and the penultimate layer, both averaged over the crops covering each window."""
         probs, embeddings = clip_outputs(self.net, specs, self.crop, self.hop)
-        return probs.cpu().numpy(), embeddings.float().cpu().numpy()
+        return temperature_scaled(probs.cpu().numpy(), self.temperature), embeddings.float().cpu().numpy()
 
 
 class FeaturePredictor:
-    def __init__(self, pipeline, genres: list[str], segment_s: float | None = None):
+    def __init__(self, pipeline, genres: list[str], segment_s: float | None = None, temperature: float = 1.0):
         self.pipeline, self.genres, self.segment_s = pipeline, list(genres), segment_s
+        self.temperature = temperature
         self._front_end = None
 
     @property
@@ -75,7 +81,7 @@ class FeaturePredictor:
         probs = np.zeros((sum(len(rows) for rows in inputs), len(self.genres)))  # genres absent in training: 0
         with one_thread():
             probs[:, self.pipeline.classes_.astype(int)] = self.pipeline.predict_proba(np.concatenate(inputs))
-        return _chunk_means(probs, inputs)
+        return temperature_scaled(_chunk_means(probs, inputs), self.temperature)
 
     def embed(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The probabilities and the features as the pipeline's classifier sees them (scaled, projected)."""
@@ -107,6 +113,7 @@ class EnsemblePredictor:
     def __init__(self, ckpt: dict, device: str):
         hp = ckpt["hyper_parameters"]
         self.genres, self.weights = list(hp["genres"]), list(hp["weights"])
+        self.temperature = float(hp.get("temperature", 1.0))
         self.members = [predictor(member, device) for member in ckpt["members"]]
         self.orders = [[m.genres.index(g) for g in self.genres] for m in self.members]  # member column per genre
         self._front_end = None
@@ -118,10 +125,11 @@ class EnsemblePredictor:
         return self._front_end
 
     def probabilities(self, inputs: Sequence[tuple]) -> np.ndarray:
-        return sum(
+        blend = sum(
             weight * member.probabilities([x[i] for x in inputs])[:, order]
             for i, (member, weight, order) in enumerate(zip(self.members, self.weights, self.orders))
         )
+        return temperature_scaled(blend, self.temperature)
 
     def embed(self, inputs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
         """The members' unit-length embeddings side by side, each scaled by the square root of its weight: the
@@ -142,7 +150,8 @@ def predictor(ckpt: dict, device: str | None = None):
         from music_genre_classification.models.classical import pipeline_from_bytes  # scikit-learn only when needed
 
         hp = ckpt["hyper_parameters"]
-        return FeaturePredictor(pipeline_from_bytes(ckpt["pipeline"]), hp["genres"], hp.get("segment_s"))
+        pipeline = pipeline_from_bytes(ckpt["pipeline"])
+        return FeaturePredictor(pipeline, hp["genres"], hp.get("segment_s"), float(hp.get("temperature", 1.0)))
     if kind == "ensemble":
         return EnsemblePredictor(ckpt, device)
     return CNNPredictor(ckpt, device)

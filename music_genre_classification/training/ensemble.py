@@ -2,8 +2,9 @@
 
 The members (CNN, features models, even ensembles) must share their split: the blend's parts are the clips every
 member puts in the same part, so no member has trained on a clip the weights are chosen on. Each member scores the
-shared val clips on its own data (spectrograms, a features table); the weights are the point of a grid over the
-simplex (steps of 0.05) with the lowest val log loss.
+shared val clips on its own data (spectrograms, a features table), through its own temperature; the weights are the
+point of a grid over the simplex (steps of 0.05) with the lowest val log loss, and the blend gets a temperature of its
+own, fitted on the same val clips.
 """
 
 import itertools
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from music_genre_classification.config import UserError, compose
+from music_genre_classification.models.calibration import fit_temperature, temperature_scaled
 from music_genre_classification.models.predictors import KIND_KEYS, EnsembleFrontEnd, checkpoint_kind, predictor
 from music_genre_classification.serving.inference import load_checkpoint
 from music_genre_classification.training.evaluate import clip_scores, common_ids, log_loss, metrics
@@ -64,7 +66,8 @@ def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
     losses = log_loss(np.einsum("wm,mcg->wcg", grid, probs), labels)
     weights = grid[int(losses.argmin())]
 
-    blend = np.einsum("m,mcg->cg", weights, probs)
+    temperature = fit_temperature(np.einsum("m,mcg->cg", weights, probs), labels)
+    blend = temperature_scaled(np.einsum("m,mcg->cg", weights, probs), temperature)
     val, *members_val = [
         {f"val/{k}": v for k, v in metrics(p, labels, genres).items() if k != "confusion"} for p in (blend, *probs)
     ]
@@ -72,6 +75,7 @@ def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
     run_config = {"checkpoints": sources, "val_members": members_val}
     weights = [float(w) for w in weights]
     hyper_parameters = {"kind": "ensemble", "genres": genres, "weights": weights, "run_config": run_config}
+    hyper_parameters["temperature"] = temperature
     # each member whole but for training state (optimizer, callbacks): what its kind needs, genres, config, split
     kept = lambda c: ("hyper_parameters", "split_table", "val_metrics", KIND_KEYS[checkpoint_kind(c)])  # noqa: E731
     stored = [{k: c.get(k) for k in kept(c)} for c in ckpts]
@@ -83,5 +87,6 @@ def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
     for path, ckpt, weight, m in zip(checkpoints, ckpts, weights, members_val):
         kind = checkpoint_kind(ckpt)
         print(f"  {path} ({kind}): weight {weight:.2f}, val acc {m['val/acc']:.4f}, log loss {m['val/loss']:.4f}")
-    print(f"  blend: val acc {val['val/acc']:.4f}, log loss {val['val/loss']:.4f}\nwritten: {output}")
+    print(f"  blend: val acc {val['val/acc']:.4f}, log loss {val['val/loss']:.4f} (temperature {temperature:.3f})")
+    print(f"written: {output}")
     return hyper_parameters

@@ -12,9 +12,13 @@ from music_genre_classification.data.datamodule import GenreDataModule
 from music_genre_classification.data.dataset import DataError
 from music_genre_classification.data.feature_data import FeatureDataModule
 from music_genre_classification.data.fetch import ensure_data
+from music_genre_classification.data.split import read_artists
+from music_genre_classification.models.calibration import ece_of_a_calibrated_model, reliability, temperature_scaled
 from music_genre_classification.models.predictors import checkpoint_kind, track_probabilities
 from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
-from music_genre_classification.training.plots import plot_confusion
+from music_genre_classification.training.plots import plot_confusion, plot_reliability
+from music_genre_classification.training.progress import quiet_third_parties
+from music_genre_classification.training.uncertainty import bootstrap_intervals
 
 
 def report(confusion: np.ndarray, genres: list[str]) -> dict:
@@ -107,7 +111,7 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
         ]
         ids = common_ids(members)
         aligned = [m.aligned(ids, model.genres) for m in members]
-        probs = sum(w * probs for w, (_, probs) in zip(model.weights, aligned))
+        probs = temperature_scaled(sum(w * probs for w, (_, probs) in zip(model.weights, aligned)), model.temperature)
         return ClipScores(ids, aligned[0][0], probs, model.genres)
     if "datamodule" not in (hp.get("run_config") or {}):
         raise UserError("the checkpoint holds no run config (datamodule) to find its data; is it from `train`?")
@@ -126,6 +130,7 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
 
 
 def test(checkpoint: str, overrides: list[str]) -> dict:
+    quiet_third_parties()
     ckpt = load_checkpoint(checkpoint)
     model = GenreClassifier.from_checkpoint(checkpoint).model  # a damaged checkpoint is one line, before any work
     cfg = compose("test", overrides)
@@ -138,10 +143,83 @@ def test(checkpoint: str, overrides: list[str]) -> dict:
     result = report(confusion_matrix(scores.labels, scores.probs), genres)
     root = data.get("root") or "the checkpoint's data"
     result |= {"checkpoint": str(checkpoint), "data": str(root), "split": split.name if split else "stored"}
+    artists = clip_artists(ckpt, split, scores.ids)
+    result |= bootstrap_intervals(scores.labels, scores.probs.argmax(1), len(genres), artists)
+    temperature = float(ckpt["hyper_parameters"].get("temperature", 1.0))
+    # the predictor applied T; softmax(T log p') undoes softmax(log p / T) exactly, giving the unscaled p back
+    bins = {"before": reliability(temperature_scaled(scores.probs, 1 / temperature), scores.labels)}
+    bins["after"] = reliability(scores.probs, scores.labels)
+    result["calibration"] = {"temperature": temperature, "bins": len(bins["after"]["counts"])}
+    result["calibration"] |= {"ece_before": bins["before"]["ece"], "ece_after": bins["after"]["ece"]}
+    result["calibration"]["ece_if_calibrated"] = ece_of_a_calibrated_model(scores.probs)
     tag = "test" if split is None else f"test_{Path(root).name.removesuffix('.csv')}_{split.name}"
     out = Path(checkpoint).resolve().with_suffix(f".{tag}.json")
     out.write_text(json.dumps(result, indent=2))
-    plot_confusion(np.array(result["confusion"]["matrix"]), genres, out.with_suffix(".png"), tag)
+    plots = [plot_confusion(np.array(result["confusion"]["matrix"]), genres, out.with_suffix(".png"), tag)]
+    plots.append(plot_reliability(bins, out.with_suffix(".reliability.png")))
     print(format_report(result))
+    print(format_uncertainty(result))
+    if cfg.get("mlflow"):
+        log_test_run(result, ckpt, cfg.mlflow, tag, [out, *plots])
     print(f"\nwritten: {out}")
     return result
+
+
+def clip_artists(ckpt: dict, split, ids: list[str]) -> list[str] | None:
+    """The artist of each clip when the split names an artist index (split.artists), else None; a clip missing
+    from the index is an artist of its own."""
+    index = getattr(split, "artists", None)
+    if split is None:
+        for source in [ckpt, *ckpt.get("members", [])]:
+            path = (source["hyper_parameters"].get("run_config") or {}).get("split", {}).get("artists")
+            if path:
+                index = read_artists(path)
+                break
+    return [index.get(c) or c for c in ids] if index else None
+
+
+def format_uncertainty(result: dict) -> str:
+    boot, cal = result["bootstrap"], result["calibration"]
+    lines = [f"95% intervals, bootstrap over {boot['units']} {boot['resampled']} ({boot['resamples']} resamples):"]
+    for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1")):
+        low, high = result[f"{key}_ci95"]
+        lines.append(f"  {name:<9} {result[key]:.4f}  [{low:.4f}, {high:.4f}]")
+    lines.append(
+        f"calibration: temperature {cal['temperature']:.3f}; expected calibration error ({cal['bins']} bins) "
+        f"{cal['ece_before']:.4f} before scaling, {cal['ece_after']:.4f} after "
+        f"(a perfectly calibrated model would show {cal['ece_if_calibrated']:.4f} on these clips)"
+    )
+    return "\n".join(lines)
+
+
+def log_test_run(result: dict, ckpt: dict, settings, tag: str, files: list[Path]) -> None:
+    """The test's figures, intervals and plots (keys `<tag>/...`) on the checkpoint's training run in its MLflow store,
+    or on a new run there when that run is not in the store (an ensemble, a checkpoint from elsewhere)."""
+    import mlflow
+
+    run_config = ckpt["hyper_parameters"].get("run_config") or {}
+    logger = run_config.get("logger") or {}
+    client = mlflow.MlflowClient(settings.get("tracking_uri") or logger.get("tracking_uri") or "sqlite:///mlflow.db")
+    name = settings.get("experiment_name") or logger.get("experiment_name") or "music-genre-classification"
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    runs = []
+    if run_config.get("run_dir"):
+        query = f"tags.`mlflow.runName` = '{run_config['run_dir']}'"
+        runs = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    run_id = (
+        runs[0].info.run_id
+        if runs
+        else client.create_run(experiment_id, run_name=f"{tag} {result['checkpoint']}").info.run_id
+    )
+    metrics = {f"{tag}/{k}": result[k] for k in ("accuracy", "macro_f1")}
+    for key in ("accuracy", "macro_f1"):
+        low, high = result[f"{key}_ci95"]
+        metrics |= {f"{tag}/{key}_ci95_low": low, f"{tag}/{key}_ci95_high": high}
+    metrics |= {f"{tag}/{k}": v for k, v in result["calibration"].items()}
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path=tag)
+    if not runs:
+        client.set_terminated(run_id)

@@ -39,3 +39,20 @@ def plot_confusion(confusion: np.ndarray, genres: list[str], path: Path, title: 
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_reliability(bins: dict[str, dict], path: Path) -> Path:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, one line per `bins` entry
+    (e.g. before and after temperature scaling), with the diagonal of perfect calibration."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    for name, table in bins.items():
+        used = table["counts"] > 0
+        label = f"{name} (ECE {table['ece']:.3f})"
+        ax.plot(table["confidence"][used], table["accuracy"][used], marker="o", label=label)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy", title="reliability")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -13,7 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from music_genre_classification.config import UserError, build, compose, to_dict
 from music_genre_classification.data.fetch import ensure_data
+from music_genre_classification.models.calibration import fit_temperature
 from music_genre_classification.training.plots import plot_confusion, plot_curves
+from music_genre_classification.training.progress import EpochLine, quiet_third_parties, show_progress_bar
 
 RUN_DIR_ENV = "MGC_RUN_DIR"  # DDP workers re-run the command; they join the run their launcher started
 
@@ -76,7 +78,25 @@ def make_trainer(cfg: DictConfig, logger, history: History, validate: bool, extr
         wanted["checkpoint"] = {**wanted["checkpoint"], "monitor": None}
         trainer_args = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
     callbacks = [build(c) for c in wanted.values()] + [history, *extra]
+    progress_bar = cfg.trainer.get("enable_progress_bar", show_progress_bar())
+    trainer_args["enable_progress_bar"] = progress_bar
+    if not progress_bar:
+        callbacks.append(EpochLine())
     return build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir, **trainer_args)
+
+
+def calibrate(checkpoint: Path, datamodule) -> float:
+    """Fit the checkpoint's temperature on the val clips (scored as `test` scores) and store it in the checkpoint."""
+    from music_genre_classification.models.predictors import predictor, track_probabilities
+    from music_genre_classification.serving.inference import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    _, labels, tracks = datamodule.tracks("val")
+    probs, _ = track_probabilities(predictor(ckpt), tracks)
+    temperature = fit_temperature(probs, labels)
+    ckpt["hyper_parameters"]["temperature"] = temperature
+    torch.save(ckpt, checkpoint)
+    return temperature
 
 
 def is_features_run(cfg: DictConfig) -> bool:
@@ -91,11 +111,17 @@ def is_features_run(cfg: DictConfig) -> bool:
 
 
 def train(overrides: list[str]) -> dict:
-    return fit(compose("train", overrides))
+    cfg = compose("train", overrides)
+    if cfg.get("members"):  # an ensemble: one training per member (experiment=best)
+        from music_genre_classification.training.train_ensemble import train_members
+
+        return train_members(cfg, overrides)
+    return fit(cfg)
 
 
 def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: str | None = None) -> dict:
     """One training run of a composed train config; `tune` passes its pruning callback and a child MLflow run."""
+    quiet_third_parties()
     features = is_features_run(cfg)
     run_dir = new_run_dir(cfg.output_dir)
     cfg.run_dir = str(run_dir)
@@ -145,6 +171,8 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
             json.dumps({**result, "parameters_sha1": parameter_digest(module)}, indent=2)
         )
     if trainer.is_global_zero:
+        if validate:  # probabilities that mean what they say: T fitted on val, applied by every consumer
+            result["temperature"] = calibrate(best, datamodule)
         point_latest(best, Path(cfg.output_dir) / "model_full.ckpt")
         pngs = plot_curves(history.rows, plot_dir)
         genres = list(cfg.datamodule.genres)
@@ -157,4 +185,6 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
                 logger.experiment.log_artifact(logger.run_id, str(path))
         metrics = "  ".join(f"{k}={v:.4f}" for k, v in val.items()) or "none (no val clips)"
         print(f"\nrun directory:   {run_dir}\nbest checkpoint: {best}\nvalidation:      {metrics}")
+        if validate:
+            print(f"temperature:     {result['temperature']:.3f} (fitted on val, stored in the checkpoint)")
     return result

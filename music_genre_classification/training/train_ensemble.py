@@ -1,0 +1,36 @@
+"""train with `members` (e.g. experiment=best): one training per member, then one ensemble checkpoint of them."""
+
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from music_genre_classification.config import UserError
+
+
+def train_members(cfg: DictConfig, overrides: list[str]) -> dict:
+    """Each entry of cfg.members is a string of overrides added to the command's (e.g. "seed=7", "model=cnn1d");
+    the members must share their split (split.seed fixed), so that the blend's weights and temperature are chosen
+    on val clips no member trained on. outputs/model_full.ckpt then points to the ensemble."""
+    from music_genre_classification.training.ensemble import make_ensemble
+    from music_genre_classification.training.train import new_run_dir, point_latest, train
+
+    members = [str(m) for m in cfg.members]
+    if len(members) < 2:
+        raise UserError("members: an ensemble needs at least two, e.g. members='[seed=42,seed=7]'")
+    started, results = time.perf_counter(), []
+    for i, extra in enumerate(members, 1):
+        print(f"\n== member {i}/{len(members)}: {extra}", flush=True)
+        results.append(train([*overrides, *extra.split(), "members=null"]))
+        if "best_checkpoint" not in results[-1] or not results[-1].get("temperature"):
+            raise UserError(f"member {extra!r} kept no val part to choose the ensemble's weights on")
+    run_dir = new_run_dir(cfg.output_dir)
+    cfg.run_dir = str(run_dir)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    output = run_dir / "ensemble.ckpt"
+    print(f"\n== ensemble of {len(members)} members", flush=True)
+    make_ensemble([r["best_checkpoint"] for r in results], str(output))
+    point_latest(output, Path(cfg.output_dir) / "model_full.ckpt")
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\nensemble checkpoint: {output}\ntraining time:       {minutes:.1f} min for {len(members)} members")
+    return {"run_dir": str(run_dir), "best_checkpoint": str(output), "members": results, "minutes": minutes}
