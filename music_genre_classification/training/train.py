@@ -102,22 +102,23 @@ def train(overrides: list[str]) -> dict:
     history = History()
     logger = build(cfg.logger) if cfg.get("logger") else False
     trainer = make_trainer(cfg, logger, history, validate=True)  # bad overrides fail here, before any download
+    ensure_data(cfg.datamodule.root, cfg.data)
+    datamodule = build(cfg.datamodule, split=build(cfg.split))
+    datamodule.setup("fit")
+    cfg.datamodule.genres = list(datamodule.genres)  # datamodule.genres=auto: the genres found, for the checkpoint
+    validate = bool(len(datamodule.parts["val"][0]))
+    if not validate:  # e.g. split.val_fraction=0: every train clip is used, and the last epoch is the model
+        print("no val clips: training for trainer.max_epochs without early stopping; the last epoch is kept")
+        trainer = make_trainer(cfg, logger, history, validate=False)
     module = build(
         cfg.model,
         _recursive_=False,
         _convert_="all",
-        genres=list(cfg.datamodule.genres),
+        genres=list(datamodule.genres),
         spectrogram=to_dict(cfg.datamodule.spectrogram),
         crop_columns=cfg.datamodule.crop_columns,
         run_config=to_dict(cfg),
     )
-    ensure_data(cfg.datamodule.root, cfg.data)
-    datamodule = build(cfg.datamodule, split=build(cfg.split))
-    datamodule.setup("fit")
-    validate = bool(datamodule.parts["val"][0])
-    if not validate:  # e.g. split.val_fraction=0: every train clip is used, and the last epoch is the model
-        print("no val clips: training for trainer.max_epochs without early stopping; the last epoch is kept")
-        trainer = make_trainer(cfg, logger, history, validate=False)
 
     module.split_table = datamodule.split_table
     plot_dir = run_dir / "plots"
