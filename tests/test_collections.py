@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import CLIP_S, REPO, SR, run_cli
+
 from music_genre_classification.data.cache import build_cache, read_index
 from music_genre_classification.data.collection import collect
 from music_genre_classification.data.dataset import Clip, DataError, clip_spectrogram
@@ -106,9 +106,7 @@ def test_unequal_manifest_collection_trains_and_every_consumer_follows_its_genre
     assert ckpt["state_dict"]["net.head.1.weight"].shape[0] == 5
 
     # artist-grouped: no artist on two sides, every genre in every part
-    artist = {
-        f"audio/{g}/{g}-{i:03d}.{FORMATS[i % 4][0]}": artist_of(g, i) for g, n in COUNTS.items() for i in range(n)
-    }
+    artist = {f"{g}/{g}-{i:03d}": artist_of(g, i) for g, n in COUNTS.items() for i in range(n)}
     with open(balanced_run["run_dir"] / "split.csv") as f:
         table = list(csv.DictReader(f))
     assert len(table) == sum(COUNTS.values())  # every readable clip; the broken one is not there
@@ -144,9 +142,9 @@ def test_manifest_split_and_genre_choices(collection, tmp_path):
     manifest.write_text("\n".join(lines) + "\n")
     listed, _ = collect(manifest, "auto")
     parts = ManifestSplit().assign({c.id: c.genre for c in listed}, {"split": {c.id: c.part for c in listed}})
-    assert parts == {f"a{i}.wav": ["train", "val", "test"][i % 3] for i in range(6)}
-    with pytest.raises(DataError, match="a0.wav"):
-        ManifestSplit().assign({"a0.wav": "x"}, {"split": {}})
+    assert parts == {f"x/a{i}": ["train", "val", "test"][i % 3] for i in range(6)}
+    with pytest.raises(DataError, match="x/a0"):
+        ManifestSplit().assign({"x/a0": "x"}, {"split": {}})
 
 
 def test_stratified_split_names_a_genre_with_too_few_clips(tmp_path):

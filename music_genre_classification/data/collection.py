@@ -40,13 +40,15 @@ def is_auto(genres) -> bool:
 
 
 def read_manifest(path: str | Path) -> list[Clip]:
-    """Clips listed in a manifest: `path,genre[,split][,artist]` (header row required; tab-separated for .tsv)."""
+    """Clips listed in a manifest: `path,genre[,split][,artist]` (header row required; tab-separated for .tsv).
+
+    A clip's id (the key of split tables) is `<genre>/<file name without suffix>`, as for a folder of genres."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
     if not rows or not {"path", "genre"} <= set(rows[0]):
         raise DataError(f"{path}: a manifest needs a header with columns path,genre[,split][,artist]")
-    clips, seen = [], set()
+    clips, seen, ids = [], set(), Counter()
     for line, row in enumerate(rows, start=2):
         name, genre = (row.get("path") or "").strip(), (row.get("genre") or "").strip()
         if not name or not genre:
@@ -58,7 +60,10 @@ def read_manifest(path: str | Path) -> list[Clip]:
             raise DataError(f"{path}, line {line}: {name} is listed twice")
         seen.add(name)
         artist = (row.get("artist") or "").strip().lower() or None
-        clips.append(Clip(name, genre, path.parent / name, artist, MANIFEST_PARTS.get(part)))
+        clip_id = f"{genre}/{Path(name).stem}"  # as in a folder of genres; a second file of that name gets ~2
+        ids[clip_id] += 1
+        clip_id += f"~{ids[clip_id]}" if ids[clip_id] > 1 else ""
+        clips.append(Clip(clip_id, genre, path.parent / name, artist, MANIFEST_PARTS.get(part)))
     return clips
 
 
