@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from music_genre_classification.data.audio import decode_blocks
-from music_genre_classification.data.collection import collect, is_manifest
+from music_genre_classification.data.collection import collect, is_auto, is_manifest
 from music_genre_classification.data.dataset import (
     Clip,
     DataError,
@@ -105,6 +105,8 @@ class FeatureDataModule:
         if self.parts:
             return
         if self.root.is_file() and not is_manifest(self.root):
+            if is_auto(self.genres):
+                raise DataError("datamodule.genres=auto needs an audio folder or a manifest; list a table's genres")
             tracks = self._restrict(read_table(self.root, self.genres, self.segment_s))
             part_of = assign_parts(self.split, self.split_table, {c: g for c, (g, _) in tracks.items()}, self.root)
         elif is_spectrogram_folder(self.root):

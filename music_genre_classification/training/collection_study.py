@@ -5,7 +5,8 @@ and peak memory of a command.
     python -m music_genre_classification.training.collection_study few_shot --checkpoint new_artists.ckpt \
         --output_path few/manifest.csv
     python -m music_genre_classification.training.collection_study synthetic --root /tmp/synthetic --clips 20000
-    python -m music_genre_classification.training.collection_study memory -- python -m ... train ...
+    python -m music_genre_classification.training.collection_study build --root /tmp/synthetic --cache_dir /tmp/cache
+    python -m music_genre_classification.training.collection_study memory python -m ... train ...
 """
 
 import csv
@@ -136,5 +137,26 @@ def memory(*command: str) -> None:
     sys.exit(code)
 
 
-if __name__ == "__main__":
-    fire.Fire({"unequal": unequal, "few_shot": few_shot, "synthetic": synthetic, "memory": memory})
+def build(root: str, cache_dir: str, workers: int = 2, limit: int | None = None) -> None:
+    """Build the spectrogram cache of a collection (genres auto) as `train` would, and report clips/s."""
+    from music_genre_classification.data.cache import build_cache, cache_folder
+    from music_genre_classification.data.collection import collect
+    from music_genre_classification.data.spectrogram import SpectrogramParams
+
+    clips, _ = collect(root, "auto")
+    clips, params = clips[:limit] if limit else clips, SpectrogramParams()
+    start = time.perf_counter()
+    kept, store, _ = build_cache(clips, params, cache_folder(cache_dir, params, root), workers)
+    seconds = time.perf_counter() - start
+    columns = sum(store.spans[i][1] for i in range(len(store)))
+    print(
+        f"cache: {len(kept)} clips with {workers} worker(s) in {seconds:.1f} s = {len(kept) / seconds:.1f} clips/s; "
+        f"{columns * params.n_mels * 2 / 1e9:.2f} GB as float16 on disk, {columns * params.n_mels * 4 / 1e9:.2f} GB "
+        "as the float32 tensors of an in-memory set"
+    )
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["memory"]:  # the command's own options are not for Fire
+    memory(*sys.argv[2:])
+elif __name__ == "__main__":
+    fire.Fire({"unequal": unequal, "few_shot": few_shot, "synthetic": synthetic, "build": build})
