@@ -34,6 +34,7 @@ class GenreDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = ".cache/spectrograms",
         cache_workers: int | None = None,
+        cache_dtype: str = "float32",
         top_genres: int | None = None,
         min_clips: int | None = None,
         sampler: str | None = None,
@@ -51,7 +52,7 @@ class GenreDataModule(L.LightningDataModule):
             raise DataError(f"datamodule.sampler must be balanced or null, not {sampler!r}")
         self.root, self.genres = Path(root), genres if isinstance(genres, str) else list(genres)
         self.top_genres, self.min_clips, self.sampler = top_genres, min_clips, sampler
-        self.cache_workers = cache_workers
+        self.cache_workers, self.cache_dtype = cache_workers, cache_dtype
         self.params = SpectrogramParams(**spectrogram)
         self.split, self.split_table = split, split_table
         self.crop_columns, self.crops_per_clip = crop_columns, crops_per_clip
@@ -68,7 +69,9 @@ class GenreDataModule(L.LightningDataModule):
         columns = {"artist": {c.id: c.artist for c in clips}, "split": {c.id: c.part for c in clips}}
         part_of = assign_parts(self.split, self.split_table, {c.id: c.genre for c in clips}, self.root, columns)
         clips = [c for c in clips if c.id in part_of]
-        clips, specs = load_spectrograms(clips, self.params, self.cache_dir, self.root, self.cache_workers)
+        clips, specs = load_spectrograms(
+            clips, self.params, self.cache_dir, self.root, self.cache_workers, self.cache_dtype
+        )
         self.split_table = [{"clip": c.id, "genre": c.genre, "part": part_of[c.id]} for c in clips]
         label = {g: i for i, g in enumerate(self.genres)}
         for part in PARTS:

@@ -98,17 +98,18 @@ def load_spectrograms(
     cache_dir: str | Path | None = None,
     root: str | Path | None = None,
     workers: int | None = None,
+    dtype: str = "float32",
 ) -> tuple[list[Clip], list[torch.Tensor]]:
     """Spectrograms of the clips that can be read; unreadable ones are skipped with one warning line.
 
-    Audio goes through the collection's cache (data/cache.py: built once by `workers` processes, read through a
-    memory map) when `cache_dir` is given; .npy spectrograms are read as they are.
+    Audio goes through the collection's cache (data/cache.py: built once by `workers` processes, stored as `dtype`,
+    read through a memory map) when `cache_dir` is given; .npy spectrograms are read as they are.
     """
     if cache_dir and any(c.path.suffix != ".npy" for c in clips):
         from music_genre_classification.data.cache import build_cache, cache_folder
 
-        folder = cache_folder(cache_dir, params, root or os.path.commonpath([c.path.parent for c in clips]))
-        kept, store, skipped = build_cache(clips, params, folder, workers)
+        folder = cache_folder(cache_dir, params, root or os.path.commonpath([c.path.parent for c in clips]), dtype)
+        kept, store, skipped = build_cache(clips, params, folder, workers, dtype)
         if skipped:
             print(f"warning: skipped {len(skipped)} unreadable clip(s): {'; '.join(skipped)}")
         if not kept:

@@ -137,7 +137,7 @@ def memory(*command: str) -> None:
     sys.exit(code)
 
 
-def build(root: str, cache_dir: str, workers: int = 2, limit: int | None = None) -> None:
+def build(root: str, cache_dir: str, workers: int = 2, limit: int | None = None, dtype: str = "float32") -> None:
     """Build the spectrogram cache of a collection (genres auto) as `train` would, and report clips/s."""
     from music_genre_classification.data.cache import build_cache, cache_folder
     from music_genre_classification.data.collection import collect
@@ -146,12 +146,12 @@ def build(root: str, cache_dir: str, workers: int = 2, limit: int | None = None)
     clips, _ = collect(root, "auto")
     clips, params = clips[:limit] if limit else clips, SpectrogramParams()
     start = time.perf_counter()
-    kept, store, _ = build_cache(clips, params, cache_folder(cache_dir, params, root), workers)
+    kept, store, _ = build_cache(clips, params, cache_folder(cache_dir, params, root, dtype), workers, dtype)
     seconds = time.perf_counter() - start
     columns = sum(store.spans[i][1] for i in range(len(store)))
     print(
         f"cache: {len(kept)} clips with {workers} worker(s) in {seconds:.1f} s = {len(kept) / seconds:.1f} clips/s; "
-        f"{columns * params.n_mels * 2 / 1e9:.2f} GB as float16 on disk, {columns * params.n_mels * 4 / 1e9:.2f} GB "
+        f"{store.data.stat().st_size / 1e9:.2f} GB as {dtype} on disk, {columns * params.n_mels * 4 / 1e9:.2f} GB "
         "as the float32 tensors of an in-memory set"
     )
 
