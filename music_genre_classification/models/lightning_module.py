@@ -124,11 +124,7 @@ class GenreModule(L.LightningModule):
         self.split_table: list[dict] | None = None
         n = len(genres)
         for stage in STAGES:  # attributes, not a ModuleDict: "train" would clash with nn.Module.train
-            metrics = {
-                "acc": MulticlassAccuracy(n, average="micro"),
-                "f1": MulticlassF1Score(n, average="macro"),
-                "bal_acc": MulticlassAccuracy(n, average="macro"),  # balanced accuracy: mean recall over genres
-            }
+            metrics = {"acc": MulticlassAccuracy(n, average="micro"), "f1": MulticlassF1Score(n, average="macro")}
             setattr(self, f"{stage}_metrics", MetricCollection(metrics, prefix=f"{stage}/"))
         self.confusion = torch.nn.ModuleDict({s: MulticlassConfusionMatrix(n) for s in ("val", "test")})
         self.last_confusion: dict[str, torch.Tensor] = {}

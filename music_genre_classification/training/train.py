@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from music_genre_classification.config import UserError, build, compose, to_dict
+from music_genre_classification.data.collection import is_auto
 from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.training.plots import plot_confusion, plot_curves
 
@@ -89,6 +90,18 @@ def is_features_run(cfg: DictConfig) -> bool:
     return features_model
 
 
+def build_module(cfg: DictConfig, genres: list[str]) -> L.LightningModule:
+    return build(
+        cfg.model,
+        _recursive_=False,
+        _convert_="all",
+        genres=genres,
+        spectrogram=to_dict(cfg.datamodule.spectrogram),
+        crop_columns=cfg.datamodule.crop_columns,
+        run_config=to_dict(cfg),
+    )
+
+
 def train(overrides: list[str]) -> dict:
     cfg = compose("train", overrides)
     features = is_features_run(cfg)
@@ -102,23 +115,18 @@ def train(overrides: list[str]) -> dict:
     history = History()
     logger = build(cfg.logger) if cfg.get("logger") else False
     trainer = make_trainer(cfg, logger, history, validate=True)  # bad overrides fail here, before any download
+    listed = None if is_auto(cfg.datamodule.genres) else list(cfg.datamodule.genres)
+    module = build_module(cfg, listed) if listed else None  # bad model settings fail here, before any data is read
     ensure_data(cfg.datamodule.root, cfg.data)
     datamodule = build(cfg.datamodule, split=build(cfg.split))
     datamodule.setup("fit")
-    cfg.datamodule.genres = list(datamodule.genres)  # datamodule.genres=auto: the genres found, for the checkpoint
     validate = bool(len(datamodule.parts["val"][0]))
     if not validate:  # e.g. split.val_fraction=0: every train clip is used, and the last epoch is the model
         print("no val clips: training for trainer.max_epochs without early stopping; the last epoch is kept")
         trainer = make_trainer(cfg, logger, history, validate=False)
-    module = build(
-        cfg.model,
-        _recursive_=False,
-        _convert_="all",
-        genres=list(datamodule.genres),
-        spectrogram=to_dict(cfg.datamodule.spectrogram),
-        crop_columns=cfg.datamodule.crop_columns,
-        run_config=to_dict(cfg),
-    )
+    if list(datamodule.genres) != listed:  # genres=auto, top_genres, min_clips: the genres found go into the model
+        cfg.datamodule.genres = list(datamodule.genres)
+        module = build_module(cfg, list(datamodule.genres))
 
     module.split_table = datamodule.split_table
     plot_dir = run_dir / "plots"
