@@ -199,13 +199,25 @@ def calibrate(checkpoint: str, output_path: str) -> None:
     _run(lambda: run_calibrate(checkpoint, output_path) and None)
 
 
+def fma_manifest(tracks_csv: str, audio_dir: str, output_path: str, subset: str | None = None) -> None:
+    """A manifest (path,genre,split,artist) of the Free Music Archive: its tracks.csv (fma_metadata) and an audio
+    folder such as fma_small; train on it with datamodule.root=<manifest> datamodule.genres=auto split=manifest."""
+    paths = [
+        _path(o, v) for o, v in (("tracks_csv", tracks_csv), ("audio_dir", audio_dir), ("output_path", output_path))
+    ]
+    from music_genre_classification.data.collection import fma_manifest as write_manifest
+
+    _run(lambda: write_manifest(*paths, None if subset is None else str(subset)) and None)
+
+
 def main() -> None:
     from music_genre_classification.config import drop_decoder_notes
 
     drop_decoder_notes()
     commands = {"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve}
     library = {"embed": embed, "map": map_, "similar": similar}
-    fire.Fire(commands | {"ensemble": ensemble, "calibrate": calibrate, "tune": tune} | library)
+    more = {"ensemble": ensemble, "calibrate": calibrate, "tune": tune, "fma_manifest": fma_manifest}
+    fire.Fire(commands | more | library)
 
 
 if __name__ == "__main__":

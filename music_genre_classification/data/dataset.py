@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,11 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Clip:
-    id: str  # "<genre>/<file stem>", the key used by splits
+    id: str  # "<genre>/<file stem>" (a manifest's path), the key used by splits
     genre: str
     path: Path
+    artist: str | None = None  # from a manifest's artist column: split.group_by=artist keeps each on one side
+    part: str | None = None  # from a manifest's split column: split=manifest
 
 
 def is_spectrogram_folder(root: Path) -> bool:
@@ -90,28 +93,41 @@ def save_atomic(path: Path, save: Callable[[Path], None]) -> None:
 
 
 def load_spectrograms(
-    clips: list[Clip], params: SpectrogramParams, cache_dir: str | Path | None = None
+    clips: list[Clip],
+    params: SpectrogramParams,
+    cache_dir: str | Path | None = None,
+    root: str | Path | None = None,
+    workers: int | None = None,
+    dtype: str = "float32",
 ) -> tuple[list[Clip], list[torch.Tensor]]:
-    """Spectrograms of the clips that can be read; unreadable ones are skipped with one warning line."""
+    """Spectrograms of the clips that can be read; unreadable ones are skipped with one warning line.
+
+    Audio goes through the collection's cache (data/cache.py: built once by `workers` processes, stored as `dtype`,
+    read through a memory map) when `cache_dir` is given; .npy spectrograms are read as they are.
+    """
+    if cache_dir and any(c.path.suffix != ".npy" for c in clips):
+        from music_genre_classification.data.cache import build_cache, cache_folder
+
+        folder = cache_folder(cache_dir, params, root or os.path.commonpath([c.path.parent for c in clips]), dtype)
+        kept, store, skipped = build_cache(clips, params, folder, workers, dtype)
+        if skipped:
+            print(f"warning: skipped {len(skipped)} unreadable clip(s): {'; '.join(skipped)}")
+        if not kept:
+            raise DataError("no readable clip in the dataset")
+        return kept, store
     front_end = LogMel(params)
-    cache = Path(cache_dir) / params_key(params) if cache_dir else None
     audio = any(c.path.suffix != ".npy" for c in clips)
-    return load_clips(clips, lambda clip: _clip_spectrogram(clip, front_end, cache), "spectrograms", audio)
+    return load_clips(clips, lambda clip: clip_spectrogram(clip.path, front_end), "spectrograms", audio)
 
 
-def _clip_spectrogram(clip: Clip, front_end: LogMel, cache: Path | None) -> torch.Tensor:
-    if clip.path.suffix == ".npy":
-        spec = np.load(clip.path)
+def clip_spectrogram(path: Path, front_end: LogMel) -> torch.Tensor:
+    """A clip's spectrogram [n_mels, columns]: a stored .npy one, or computed from its audio."""
+    if path.suffix == ".npy":
+        spec = np.load(path)
         if spec.ndim != 2 or spec.shape[0] != front_end.params.n_mels:
             raise ValueError(f"spectrogram of shape {spec.shape}, expected [{front_end.params.n_mels}, columns]")
         return torch.from_numpy(spec.astype(np.float32))
-    cached = cache / f"{clip.id}.npy" if cache else None
-    if is_fresh(cached, clip):
-        return torch.from_numpy(np.load(cached))
-    spec = audio_spectrogram(clip.path, front_end)
-    if cached:
-        save_atomic(cached, lambda path: np.save(path, spec.numpy()))
-    return spec
+    return audio_spectrogram(path, front_end)
 
 
 class RandomCrops(Dataset):

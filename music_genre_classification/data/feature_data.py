@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from music_genre_classification.data.audio import decode_blocks
+from music_genre_classification.data.collection import collect, is_auto, is_manifest
 from music_genre_classification.data.dataset import (
     Clip,
     DataError,
@@ -22,7 +23,6 @@ from music_genre_classification.data.dataset import (
     is_spectrogram_folder,
     load_clips,
     save_atomic,
-    scan_clips,
 )
 from music_genre_classification.data.features import FEATURE_COLUMNS, FeatureExtractor, segment_waves
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
@@ -91,9 +91,12 @@ class FeatureDataModule:
         segment_s: float | None = None,
         only_clips_in: str | None = "spectrograms",
         cache_dir: str | None = ".cache/features",
+        top_genres: int | None = None,
+        min_clips: int | None = None,
     ):
         """`only_clips_in`: a folder next to a table; when it exists, only the clips it holds are used."""
-        self.root, self.genres = Path(root), list(genres)
+        self.root, self.genres = Path(root), genres if isinstance(genres, str) else list(genres)
+        self.top_genres, self.min_clips = top_genres, min_clips  # for audio collections, as GenreDataModule's
         self.split, self.split_table, self.segment_s = split, split_table, segment_s
         self.only_clips_in, self.cache_dir = only_clips_in, cache_dir
         self.parts: dict[str, tuple[list[str], list[int], list[Track]]] = {}
@@ -101,14 +104,17 @@ class FeatureDataModule:
     def setup(self, stage: str | None = None) -> None:
         if self.parts:
             return
-        if self.root.is_file():
+        if self.root.is_file() and not is_manifest(self.root):
+            if is_auto(self.genres):
+                raise DataError("datamodule.genres=auto needs an audio folder or a manifest; list a table's genres")
             tracks = self._restrict(read_table(self.root, self.genres, self.segment_s))
             part_of = assign_parts(self.split, self.split_table, {c: g for c, (g, _) in tracks.items()}, self.root)
         elif is_spectrogram_folder(self.root):
             raise DataError(f"{self.root}: spectrograms; feature models need a features table (.csv) or audio")
         else:
-            clips = scan_clips(self.root, self.genres)
-            part_of = assign_parts(self.split, self.split_table, {c.id: c.genre for c in clips}, self.root)
+            clips, self.genres = collect(self.root, self.genres, self.top_genres, self.min_clips)
+            columns = {"artist": {c.id: c.artist for c in clips}, "split": {c.id: c.part for c in clips}}
+            part_of = assign_parts(self.split, self.split_table, {c.id: c.genre for c in clips}, self.root, columns)
             tracks = self._audio_tracks([c for c in clips if c.id in part_of])
         label = {g: i for i, g in enumerate(self.genres)}
         kept = [c for c in tracks if c in part_of]

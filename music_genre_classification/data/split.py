@@ -1,7 +1,12 @@
-"""Assigning clips to train/val/test: random stratified, fixed lists (Sturm's fault-filtered), or all-test."""
+"""Assigning clips to train/val/test: random stratified (optionally by groups such as artists), fixed lists
+(Sturm's fault-filtered), a manifest's split column, or all-test.
+
+`assign(clips, columns)`: clips maps clip id -> genre; columns holds per-clip columns of a manifest
+("artist", "split": clip id -> value) that some splits use.
+"""
 
 import csv
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +24,59 @@ def stratified(ids_by_genre: dict[str, list[str]], fractions: dict[str, float], 
     for genre in sorted(ids_by_genre):
         ids = sorted(ids_by_genre[genre])
         order = [ids[i] for i in rng.permutation(len(ids))]
-        sizes = {part: round(frac * len(ids)) for part, frac in fractions.items()}
+        # every part asked for gets at least one clip of every genre, so a rare genre is scored too
+        sizes = {part: max(1, round(frac * len(ids))) if frac > 0 else 0 for part, frac in fractions.items()}
         first = next(iter(fractions))
         sizes[first] = len(ids) - sum(v for k, v in sizes.items() if k != first)
+        if sizes[first] < 1:
+            raise too_few(genre, f"{len(ids)} clip(s)", fractions)
         start = 0
         for part, size in sizes.items():
             parts.update({clip: part for clip in order[start : start + size]})
             start += size
+    return parts
+
+
+def too_few(genre: str, what: str, fractions: dict[str, float]) -> DataError:
+    wanted = [p for p, f in fractions.items() if f > 0]
+    return DataError(
+        f"genre {genre!r} has {what}: too few for one in each of {', '.join(wanted)}; "
+        f"drop such genres with datamodule.min_clips=N, or change the split fractions"
+    )
+
+
+def grouped(clips: dict[str, str], groups: dict[str, str], fractions: dict[str, float], seed: int) -> dict[str, str]:
+    """Whole groups (e.g. artists) to parts, so that no group is on two sides, each genre near `fractions`.
+
+    Groups are taken largest first (ties in a seeded order); each goes to the part furthest below its share of the
+    group's genres, a part that lacks one of them first.
+    """
+    members: dict[str, list[str]] = defaultdict(list)
+    for clip in sorted(clips):
+        members[groups.get(clip) or f"clip:{clip}"].append(clip)  # a clip of no known group is its own group
+    names = sorted(members)
+    order = sorted(
+        (names[i] for i in np.random.default_rng(seed).permutation(len(names))), key=lambda n: -len(members[n])
+    )
+    totals, wanted = Counter(clips.values()), [p for p, f in fractions.items() if f > 0]
+    have = {part: Counter() for part in wanted}
+
+    def need(part: str, genres: Counter) -> float:
+        return sum(
+            n * ((fractions[part] * totals[g] - have[part][g]) / totals[g] + (have[part][g] == 0))
+            for g, n in genres.items()
+        )
+
+    parts = {}
+    for name in order:
+        genres = Counter(clips[c] for c in members[name])
+        part = max(wanted, key=lambda p: need(p, genres))
+        have[part].update(genres)
+        parts.update(dict.fromkeys(members[name], part))
+    for genre in sorted(totals):
+        if any(have[p][genre] == 0 for p in wanted):
+            count = len({n for n in members if any(clips[c] == genre for c in members[n])})
+            raise too_few(genre, f"clips of only {count} group(s) (artists)", fractions)
     return parts
 
 
@@ -37,18 +88,48 @@ def by_genre(clips: dict[str, str]) -> dict[str, list[str]]:
 
 
 class RandomSplit:
-    """Stratified by genre, by clip, reproducible from the seed."""
+    """Stratified by genre, by clip, reproducible from the seed; with `group_by=artist`, whole artists (from the
+    manifest's artist column, or `artists`: a GTZANindex.txt-style file) go to one part each."""
 
     name = "random"
 
-    def __init__(self, train: float = 0.7, val: float = 0.15, test: float = 0.15, seed: int = 42):
+    def __init__(
+        self,
+        train: float = 0.7,
+        val: float = 0.15,
+        test: float = 0.15,
+        seed: int = 42,
+        group_by: str | None = None,
+        artists: str | None = None,
+    ):
         if min(train, val, test) < 0 or abs(train + val + test - 1) > 1e-6:
             raise ValueError(f"split fractions must be >= 0 and sum to 1, got {train}/{val}/{test}")
+        if group_by not in (None, "artist"):
+            raise ValueError(f"split.group_by must be artist or null, not {group_by!r}")
         self.fractions = {"train": train, "val": val, "test": test}
-        self.seed = seed
+        self.seed, self.group_by = seed, group_by
+        self.artists = read_artists(artists) if artists else {}
 
-    def assign(self, clips: dict[str, str]) -> dict[str, str]:
+    def assign(self, clips: dict[str, str], columns: dict | None = None) -> dict[str, str]:
+        if self.group_by:
+            groups = self.artists | {c: a for c, a in ((columns or {}).get("artist") or {}).items() if a}
+            if not any(c in groups for c in clips):
+                raise DataError("split.group_by=artist: no clip has an artist (a manifest's artist column)")
+            return grouped(clips, groups, self.fractions, self.seed)
         return stratified(by_genre(clips), self.fractions, self.seed)
+
+
+class ManifestSplit:
+    """The parts a manifest's split column gives (train, val, test)."""
+
+    name = "manifest"
+
+    def assign(self, clips: dict[str, str], columns: dict | None = None) -> dict[str, str]:
+        parts = (columns or {}).get("split") or {}
+        unsplit = [c for c in clips if not parts.get(c)]
+        if unsplit:
+            raise DataError(f"split=manifest: {unsplit[0]} (and {len(unsplit) - 1} more) has no split in the manifest")
+        return {c: parts[c] for c in clips}
 
 
 class ListSplit:
@@ -76,7 +157,7 @@ class ListSplit:
         self.name = name or self.name
         self.artists = read_artists(artists) if artists else {}
 
-    def assign(self, clips: dict[str, str]) -> dict[str, str]:
+    def assign(self, clips: dict[str, str], columns: dict | None = None) -> dict[str, str]:
         listed = {part: [c for c in read_list(path) if c in clips] for part, path in self.lists.items()}
         if not listed["test"]:
             print(f"split {self.name}: no clip of the test list is in the data; testing on the val list instead")
@@ -113,14 +194,16 @@ class AllTest:
 
     name = "all"
 
-    def assign(self, clips: dict[str, str]) -> dict[str, str]:
+    def assign(self, clips: dict[str, str], columns: dict | None = None) -> dict[str, str]:
         return dict.fromkeys(clips, "test")
 
 
-def assign_parts(split, split_table: list[dict] | None, clips: dict[str, str], root: str | Path) -> dict[str, str]:
+def assign_parts(
+    split, split_table: list[dict] | None, clips: dict[str, str], root: str | Path, columns: dict | None = None
+) -> dict[str, str]:
     """Clip id -> part: from `split`, or replayed from a stored split table (a checkpoint's) that tests some clip."""
     if split_table is None:
-        return split.assign(clips)
+        return split.assign(clips, columns)
     part_of = {row["clip"]: row["part"] for row in split_table if row["clip"] in clips}
     if not any(p == "test" for p in part_of.values()):
         raise DataError(f"{root}: holds no clip of the checkpoint's test split; add split=all to score all")

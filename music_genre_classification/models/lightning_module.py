@@ -1,6 +1,7 @@
 """LightningModule: crop training with SpecAugment, per-clip validation/test, torchmetrics, AdamW + cosine."""
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
@@ -8,6 +9,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from music_genre_classification.config import UserError
 from music_genre_classification.models.augment import gain_tilt, time_stretch
 from music_genre_classification.models.networks import clip_probabilities
 
@@ -36,6 +38,48 @@ def shift_mels(crops: torch.Tensor, max_shift: int) -> torch.Tensor:
     return crops.gather(2, source.clamp(0, mels - 1).expand_as(crops)) * inside
 
 
+def check_class_weights(weights, n_genres: int) -> None:
+    if weights is None or weights == "balanced":
+        return
+    if (
+        not isinstance(weights, list | tuple)
+        or len(weights) != n_genres
+        or not all(isinstance(w, int | float) and not isinstance(w, bool) and w >= 0 for w in weights)
+    ):
+        raise ValueError(f"model.class_weights must be balanced, null or {n_genres} numbers >= 0, not {weights!r}")
+
+
+def load_pretrained(net: torch.nn.Module, path: str, net_config: dict, genres: list[str], spectrogram: dict) -> None:
+    """The weights of a CNN checkpoint of this project into `net`; its head too when it has the same genres."""
+    from music_genre_classification.models.predictors import checkpoint_kind
+    from music_genre_classification.serving.inference import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    kind, hp = checkpoint_kind(ckpt), ckpt["hyper_parameters"]
+    if kind != "cnn":
+        raise UserError(f"{path}: model.init_from needs a network checkpoint (model=cnn), not a {kind} model")
+    if hp["net"].get("_target_") != net_config.get("_target_"):
+        raise UserError(f"{path}: holds a {hp['net'].get('_target_')}, not the {net_config.get('_target_')} to train")
+    if dict(hp["spectrogram"]) != dict(spectrogram):
+        raise UserError(f"{path}: trained on other spectrogram settings ({hp['spectrogram']})")
+    same_genres = list(hp["genres"]) == list(genres)
+    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    if not same_genres:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    own = net.state_dict()
+    differ = [
+        k
+        for k in own
+        if (same_genres or not k.startswith("head.")) and (k not in state or state[k].shape != own[k].shape)
+    ]
+    differ += [k for k in state if k not in own]
+    if differ:
+        raise UserError(f"{path}: its network differs from model.net (at {differ[0]}); set model.net as it was trained")
+    net.load_state_dict(state, strict=same_genres)
+    head = "its head kept" if same_genres else f"a new head for {len(genres)} genres"
+    print(f"model: weights from {path}, {head}")
+
+
 class GenreModule(L.LightningModule):
     def __init__(
         self,
@@ -50,17 +94,34 @@ class GenreModule(L.LightningModule):
         mixup: float = 0.0,
         mel_shift: int = 0,
         ema: float = 0.0,
+        class_weights: str | list[float] | None = None,
+        init_from: str | None = None,
+        freeze_epochs: int = 0,
         run_config: dict | None = None,
         label_smoothing: float = 0.0,
         gain: float = 0.0,
         tilt: float = 0.0,
         stretch: float = 0.0,
     ):
-        """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint."""
+        """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint.
+
+        `class_weights`: "balanced" (inverse genre frequency in the train part, as scikit-learn's) or one weight
+        per genre for the cross-entropy; `init_from`: a CNN checkpoint whose weights start training (fine-tuning),
+        its head kept if its genres are these, else a new one; `freeze_epochs`: epochs training only the head.
+        """
         super().__init__()
         self.save_hyperparameters(logger=False)
+        check_class_weights(class_weights, len(genres))
+        if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
+            raise ValueError(f"model.freeze_epochs must be a whole number >= 0, not {freeze_epochs!r}")
+        if freeze_epochs and not init_from:
+            raise ValueError("model.freeze_epochs needs model.init_from (a trained checkpoint to start from)")
+        self.net = instantiate(net, n_genres=len(genres))
+        if init_from:
+            load_pretrained(self.net, init_from, net, genres, spectrogram)
         # channels_last: ~1.3x faster convolutions on a CPU (and the layout GPU tensor cores want)
-        self.net = instantiate(net, n_genres=len(genres)).to(memory_format=torch.channels_last)
+        self.net = self.net.to(memory_format=torch.channels_last)
+        self.loss_weights: torch.Tensor | None = None
         # an exponential moving average of the weights (and BatchNorm statistics) for val, test and the checkpoint
         self.ema_net = (
             AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema else None
@@ -103,7 +164,26 @@ class GenreModule(L.LightningModule):
         return loss
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels, label_smoothing=self.hparams.get("label_smoothing", 0.0))
+        smoothing = self.hparams.get("label_smoothing", 0.0)
+        return F.cross_entropy(logits, labels, weight=self.loss_weights, label_smoothing=smoothing)
+
+    def on_fit_start(self) -> None:
+        weights = self.hparams.class_weights
+        if weights == "balanced":
+            counts = np.bincount(self.trainer.datamodule.parts["train"][1], minlength=len(self.hparams.genres))
+            weights = np.where(counts > 0, counts.sum() / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
+        if weights is not None:
+            self.loss_weights = torch.as_tensor(weights, dtype=torch.float32, device=self.device)
+
+    def on_train_epoch_start(self) -> None:
+        """During the first `freeze_epochs` only the head learns; the rest keeps its weights and BatchNorm stats."""
+        if not self.hparams.freeze_epochs:
+            return
+        frozen = self.current_epoch < self.hparams.freeze_epochs
+        for name, module in self.net.named_children():
+            if name != "head":
+                module.train(not frozen)
+                module.requires_grad_(not frozen)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema_net is not None:

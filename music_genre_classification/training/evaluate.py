@@ -22,7 +22,7 @@ from music_genre_classification.training.uncertainty import bootstrap_intervals
 
 
 def report(confusion: np.ndarray, genres: list[str]) -> dict:
-    """Accuracy, macro-F1 (over genres present in the data) and per-genre precision/recall/F1."""
+    """Accuracy, macro-F1 and balanced accuracy (over genres present in the data), per-genre precision/recall/F1."""
     true, predicted, hits = confusion.sum(1), confusion.sum(0), np.diag(confusion)
     per_genre = {}
     for i, genre in enumerate(genres):
@@ -35,6 +35,7 @@ def report(confusion: np.ndarray, genres: list[str]) -> dict:
         "clips": int(confusion.sum()),
         "accuracy": float(hits.sum() / max(confusion.sum(), 1)),
         "macro_f1": float(np.mean([per_genre[g]["f1"] for g in present])) if present else 0.0,
+        "balanced_accuracy": float(np.mean([per_genre[g]["recall"] for g in present])) if present else 0.0,
         "per_genre": {g: {k: float(v) if k != "support" else v for k, v in m.items()} for g, m in per_genre.items()},
         "confusion": {"genres": genres, "matrix": confusion.astype(int).tolist()},
     }
@@ -42,7 +43,8 @@ def report(confusion: np.ndarray, genres: list[str]) -> dict:
 
 def format_report(result: dict) -> str:
     genres = result["confusion"]["genres"]
-    lines = [f"clips {result['clips']}   accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}", ""]
+    lines = [f"clips {result['clips']}   accuracy {result['accuracy']:.4f}   macro-F1 {result['macro_f1']:.4f}"]
+    lines += [f"balanced accuracy {result['balanced_accuracy']:.4f}", ""]
     lines.append(f"{'genre':<10} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}")
     for genre, m in result["per_genre"].items():
         lines.append(f"{genre:<10} {m['precision']:9.3f} {m['recall']:7.3f} {m['f1']:6.3f} {m['support']:7d}")
@@ -117,6 +119,8 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
         raise UserError("the checkpoint holds no run config (datamodule) to find its data; is it from `train`?")
     saved = {k: v for k, v in hp["run_config"]["datamodule"].items() if k != "_target_"}
     settings = saved | {k: v for k, v in data.items() if v is not None}
+    # the model's genres, whatever their counts in the data scored (top_genres, min_clips chose them in training)
+    settings |= {k: None for k in ("top_genres", "min_clips", "sampler") if k in settings}
     ensure_data(settings["root"], data_cfg)
     kind = FeatureDataModule if checkpoint_kind(ckpt) == "features" else GenreDataModule
     try:

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from music_genre_classification.config import UserError, build, compose, to_dict
+from music_genre_classification.data.collection import is_auto
 from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.models.calibration import fit_temperature
 from music_genre_classification.training.plots import plot_confusion, plot_curves
@@ -110,6 +111,18 @@ def is_features_run(cfg: DictConfig) -> bool:
     return features_model
 
 
+def build_module(cfg: DictConfig, genres: list[str]) -> L.LightningModule:
+    return build(
+        cfg.model,
+        _recursive_=False,
+        _convert_="all",
+        genres=genres,
+        spectrogram=to_dict(cfg.datamodule.spectrogram),
+        crop_columns=cfg.datamodule.crop_columns,
+        run_config=to_dict(cfg),
+    )
+
+
 def train(overrides: list[str]) -> dict:
     cfg = compose("train", overrides)
     if cfg.get("members"):  # an ensemble: one training per member (experiment=best)
@@ -133,22 +146,18 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     history = History()
     trainer = make_trainer(cfg, logger, history, True, callbacks)  # bad overrides fail here, before any download
-    module = build(
-        cfg.model,
-        _recursive_=False,
-        _convert_="all",
-        genres=list(cfg.datamodule.genres),
-        spectrogram=to_dict(cfg.datamodule.spectrogram),
-        crop_columns=cfg.datamodule.crop_columns,
-        run_config=to_dict(cfg),
-    )
+    listed = None if is_auto(cfg.datamodule.genres) else list(cfg.datamodule.genres)
+    module = build_module(cfg, listed) if listed else None  # bad model settings fail here, before any data is read
     ensure_data(cfg.datamodule.root, cfg.data)
     datamodule = build(cfg.datamodule, split=build(cfg.split))
     datamodule.setup("fit")
-    validate = bool(datamodule.parts["val"][0])
+    validate = bool(len(datamodule.parts["val"][0]))
     if not validate:  # e.g. split.val_fraction=0: every train clip is used, and the last epoch is the model
         print("no val clips: training for trainer.max_epochs without early stopping; the last epoch is kept")
         trainer = make_trainer(cfg, logger, history, False, callbacks)
+    if list(datamodule.genres) != listed:  # genres=auto, top_genres, min_clips: the genres found go into the model
+        cfg.datamodule.genres = list(datamodule.genres)
+        module = build_module(cfg, list(datamodule.genres))
 
     module.split_table = datamodule.split_table
     plot_dir = run_dir / "plots"

@@ -39,7 +39,8 @@ def train_features(cfg: DictConfig, run_dir: Path, logger=None) -> dict:
     ensure_data(cfg.datamodule.root, cfg.data)
     data = build(cfg.datamodule, split=build(cfg.split))
     data.setup()
-    genres, segment_s = list(cfg.datamodule.genres), cfg.datamodule.get("segment_s")
+    genres, segment_s = list(data.genres), cfg.datamodule.get("segment_s")
+    cfg.datamodule.genres = genres  # datamodule.genres=auto: the genres found go into the checkpoint
     validate = bool(data.tracks("val")[0])
     if len(candidates) > 1 and not validate:
         raise UserError("model.grid is chosen on val clips and this split has none; drop the grid with ~model.grid")
