@@ -30,6 +30,9 @@ def compose(name: str, overrides: list[str], hydra_config: bool = False) -> Dict
     except (HydraException, OmegaConfBaseException) as err:
         lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
         raise UserError(f"bad config override: {' '.join(lines[:2])}") from None  # line 2 holds Hydra's hint
+    except ValueError as err:  # Hydra's own, e.g. a group set to null (logger=null)
+        hint = "; to turn a config group off, delete it: ~logger" if "NoneType" in str(err) else ""
+        raise UserError(f"bad config override: {err}{hint}") from None
 
 
 def build(cfg: DictConfig, **kwargs):

@@ -110,6 +110,7 @@ def test_without_val_clips_training_runs_every_epoch_and_keeps_the_last(syntheti
         (["train", "model.net.dropout=abc"], "error: cannot build music_genre_classification.models.lightning_module"),
         (["train", "model=nonexistent"], "error: bad config override"),
         (["train", "trainer.no_such_key=1"], "error: bad config override"),
+        (["train", "logger=null"], "to turn a config group off, delete it: ~logger"),
         (["test", "missing.ckpt"], "error: missing.ckpt: no such checkpoint"),
         (["test", "CKPT", "datamodule.batch_size=0"], "error: bad config override"),  # test takes root and cache_dir
         (["test", "CKPT", "trainer.accelerator=quantum"], "error: bad config override"),  # and runs no Trainer
