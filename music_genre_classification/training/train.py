@@ -71,7 +71,7 @@ def parameter_digest(module: torch.nn.Module) -> str:
 
 
 def make_trainer(cfg: DictConfig, logger, history: History, validate: bool, extra: Sequence = ()) -> L.Trainer:
-    # lr_monitor needs a logger; a callback set to null (callbacks.early_stopping=null) is off
+    # lr_monitor needs a logger; a callback set to null (callbacks.lr_monitor=null) is off
     wanted = {name: c for name, c in cfg.callbacks.items() if c is not None and (logger or name != "lr_monitor")}
     trainer_args = {}
     if not validate:  # only the checkpoint callback, saving the last epoch
