@@ -69,3 +69,19 @@ def test_fault_filtered_with_full_gtzan_uses_all_three_lists():
 
 def test_all_split_makes_everything_test():
     assert set(AllTest().assign(gtzan_like(3)).values()) == {"test"}
+
+
+def test_fault_filtered_folds_cover_the_train_list_once_with_whole_artists():
+    clips = {c: c.split("/")[0] for c in read_list("train_filtered.txt") + read_list("valid_filtered.txt")}
+    lists = dict(train="train_filtered.txt", val="valid_filtered.txt", test="test_filtered.txt")
+    splits = [ListSplit(**lists, artists="GTZANindex.txt", folds=4, fold=k).assign(clips) for k in range(4)]
+    vals = [{c for c, p in parts.items() if p == "val"} for parts in splits]
+    assert set().union(*vals) == set(read_list("train_filtered.txt")) and sum(map(len, vals)) == 443  # each clip once
+    assert all(90 <= len(v) <= 130 and {clips[c] for c in v} == set(clips.values()) for v in vals)  # every genre
+    artists = read_artists("GTZANindex.txt")
+    for parts, val in zip(splits, vals):
+        train = {artists[c] for c, p in parts.items() if p == "train" and c in artists}
+        assert not train & {artists[c] for c in val if c in artists}
+        assert {c for c, p in parts.items() if p == "test"} == set(read_list("valid_filtered.txt"))
+    with pytest.raises(ValueError, match="split.fold must be one of 0..3"):
+        ListSplit(**lists, folds=4, fold=4)

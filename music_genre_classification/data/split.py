@@ -137,6 +137,9 @@ class ListSplit:
 
     When no clip of the test list is present (the 639-clip development set holds only Sturm's train and valid
     lists), the valid list becomes the test part and `val_fraction` of the train list, stratified, the val part.
+    With `folds` = K the train list is cut into K folds instead (whole artists when `artists` is given) and fold
+    `fold` is the val part: K trainings, one per fold, each validated on clips the others train on (cross-fitting,
+    see `ensemble`), so that every clip of the train list serves both.
     """
 
     name = "lists"
@@ -150,9 +153,14 @@ class ListSplit:
         seed: int = 42,
         name: str = "",
         artists: str | None = None,
+        folds: int = 0,
+        fold: int = 0,
     ):
+        if folds and not (folds >= 2 and 0 <= fold < folds):
+            raise ValueError(f"split.fold must be one of 0..{folds - 1} and split.folds at least 2, got {fold}/{folds}")
         self.lists = {"train": train, "val": val, "test": test}
         self.val_fraction = val_fraction
+        self.folds, self.fold = folds, fold
         self.seed = seed
         self.name = name or self.name
         self.artists = read_artists(artists) if artists else {}
@@ -162,7 +170,10 @@ class ListSplit:
         if not listed["test"]:
             print(f"split {self.name}: no clip of the test list is in the data; testing on the val list instead")
             train = {c: clips[c] for c in listed["train"]}
-            if self.artists:  # val artists unseen in training, as the test's are: val/loss then picks for new artists
+            if self.folds:
+                fold_of = folds_of(train, self.artists, self.folds, self.seed)
+                parts = {c: "val" if k == self.fold else "train" for c, k in fold_of.items()}
+            elif self.artists:  # val artists unseen in training, as the test's are: val/loss then picks for new artists
                 parts = artist_disjoint(by_genre(train), self.artists, self.val_fraction, self.seed)
             else:
                 fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
@@ -187,6 +198,26 @@ def artist_disjoint(ids_by_genre: dict[str, list[str]], artists: dict[str, str],
             taken += len(group) if part == "val" else 0
             parts.update(dict.fromkeys(group, part))
     return parts
+
+
+def folds_of(clips: dict[str, str], artists: dict[str, str], folds: int, seed: int) -> dict[str, int]:
+    """Whole artists (largest first, ties in a seeded order) each to the fold holding the fewest clips of the
+    artist's genres so far (of all clips on a tie): K folds of about equal size and genre mix, no artist in two."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for clip in sorted(clips):
+        groups[artists.get(clip) or clip].append(clip)  # a clip of unknown artist is its own group
+    names = sorted(groups)
+    order = sorted(
+        (names[i] for i in np.random.default_rng(seed).permutation(len(names))), key=lambda n: -len(groups[n])
+    )
+    have, totals, fold_of = [Counter() for _ in range(folds)], [0] * folds, {}
+    for name in order:
+        genres = Counter(clips[c] for c in groups[name])
+        k = min(range(folds), key=lambda f: (sum(n * have[f][g] for g, n in genres.items()), totals[f]))
+        have[k].update(genres)
+        totals[k] += len(groups[name])
+        fold_of.update(dict.fromkeys(groups[name], k))
+    return fold_of
 
 
 class AllTest:

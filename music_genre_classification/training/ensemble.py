@@ -5,6 +5,12 @@ member puts in the same part, so no member has trained on a clip the weights are
 shared val clips on its own data (spectrograms, a features table), through its own temperature; the weights are the
 point of a grid over the simplex (steps of 0.05) with the lowest val log loss, and the blend gets a temperature of its
 own, fitted on the same val clips.
+
+Members trained on the folds of one cross-validation (split.folds=K, split.fold=0..K-1; `train experiment=best`)
+are cross-fitted instead: the same G models (e.g. a CNN and a CRNN) on each of the K folds, listed in the same order
+per fold. Each fold's members score that fold's val clips, which none of them trained on, so the G weights and the
+temperature are chosen on every clip of the K val parts (out of fold), not on one small val part; the blend then
+averages the K folds (each member weighs w_g / K), and its split holds the test part all members share.
 """
 
 import itertools
@@ -31,6 +37,31 @@ def shared_split(ckpts: list[dict]) -> tuple[list[dict], int]:
     return shared, len(set().union(*tables)) - len(shared)
 
 
+def fold_groups(paths: list[str], ckpts: list[dict]) -> list[list[int]]:
+    """Members grouped by their val clips: one group when they share a split, one per fold when they are the folds
+    of a cross-validation; then every fold must hold the same models in the same order, and no val clip of a fold
+    may be in another fold's val (each clip scored once, by the members that did not train on it)."""
+    groups: dict[frozenset, list[int]] = {}
+    for i, ckpt in enumerate(ckpts):
+        val = frozenset(row["clip"] for row in ckpt.get("split_table") or [] if row["part"] == "val")
+        groups.setdefault(val, []).append(i)
+    vals, folds = list(groups), list(groups.values())
+    if len(folds) == 1:
+        return folds
+    model = lambda i: str(ckpts[i]["hyper_parameters"].get("net", checkpoint_kind(ckpts[i])))  # noqa: E731
+    for fold in folds[1:]:
+        if len(fold) != len(folds[0]) or any(model(i) != model(j) for i, j in zip(fold, folds[0])):
+            raise UserError(
+                f"{paths[fold[0]]}: the members' val parts differ, so they must be the folds of one cross-validation, "
+                "each fold with the same models in the same order (split.folds=K split.fold=0..K-1)"
+            )
+    if sum(map(len, vals)) != len(frozenset().union(*vals)) or not all(vals):
+        raise UserError(
+            "the members' val parts overlap without being the same: train them on one split or one split.folds"
+        )
+    return folds
+
+
 def simplex_grid(members: int, step: float) -> np.ndarray:
     """Every weight vector of `members` non-negative multiples of `step` that sum to 1."""
     n = round(1 / step)
@@ -49,20 +80,27 @@ def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
     for path, ckpt in zip(checkpoints, ckpts):
         if sorted(ckpt["hyper_parameters"]["genres"]) != sorted(genres):
             raise UserError(f"{path}: tells other genres than {checkpoints[0]}")
+    groups = fold_groups(checkpoints, ckpts)
     table, left_out = shared_split(ckpts)
     counts = {part: sum(row["part"] == part for row in table) for part in ("train", "val", "test")}
     print(f"split shared by all members: {', '.join(f'{p} {n}' for p, n in counts.items())}; {left_out} clips left out")
-    if not counts["val"]:
+    if len(groups) == 1 and not counts["val"]:
         raise UserError("the checkpoints share no val clip: train them on the same split (split config and seed)")
+    if len(groups) > 1:
+        print(f"cross-fitted: {len(groups)} folds of {len(groups[0])} member(s); weights chosen on their val clips")
 
     members = [predictor(ckpt) for ckpt in ckpts]
     EnsembleFrontEnd([m.front_end for m in members])  # the same windows of audio for all, or a one-line error
     data_cfg = compose("test", []).data
-    scores = [clip_scores(ckpt, model, "val", {}, data_cfg, None, table) for ckpt, model in zip(ckpts, members)]
-    ids = common_ids(scores)
-    labels = scores[0].aligned(ids, genres)[0]
-    probs = np.stack([s.aligned(ids, genres)[1] for s in scores])  # [members, clips, genres]
-    grid = simplex_grid(len(ckpts), 0.05 if len(ckpts) <= 5 else 0.1)
+    labels, probs = [], []  # per fold: its members' probabilities [G, clips, genres] on its val clips
+    for group in groups:
+        fold_table = shared_split([ckpts[i] for i in group])[0]
+        scores = [clip_scores(ckpts[i], members[i], "val", {}, data_cfg, None, fold_table) for i in group]
+        ids = common_ids(scores)
+        labels.append(scores[0].aligned(ids, genres)[0])
+        probs.append(np.stack([s.aligned(ids, genres)[1] for s in scores]))
+    labels, probs = np.concatenate(labels), np.concatenate(probs, axis=1)
+    grid = simplex_grid(len(groups[0]), 0.05 if len(groups[0]) <= 5 else 0.1)
     losses = log_loss(np.einsum("wm,mcg->wcg", grid, probs), labels)
     weights = grid[int(losses.argmin())]
 
@@ -72,8 +110,10 @@ def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
         {f"val/{k}": v for k, v in metrics(p, labels, genres).items() if k != "confusion"} for p in (blend, *probs)
     ]
     sources = [str(Path(p).resolve()) for p in checkpoints]
-    run_config = {"checkpoints": sources, "val_members": members_val}
-    weights = [float(w) for w in weights]
+    run_config = {"checkpoints": sources, "val_members": members_val, "folds": len(groups)}
+    weights = [
+        float(weights[group.index(i)]) / len(groups) for i in range(len(ckpts)) for group in groups if i in group
+    ]
     hyper_parameters = {"kind": "ensemble", "genres": genres, "weights": weights, "run_config": run_config}
     hyper_parameters["temperature"] = temperature
     # each member whole but for training state (optimizer, callbacks): what its kind needs, genres, config, split
@@ -83,10 +123,12 @@ def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
     ensemble = {"hyper_parameters": hyper_parameters, "members": stored, "split_table": table, "val_metrics": val}
     torch.save(ensemble, output)
 
-    print(f"val: {len(ids)} clips; weights chosen by the lowest val log loss over a grid of {len(grid)}")
-    for path, ckpt, weight, m in zip(checkpoints, ckpts, weights, members_val):
-        kind = checkpoint_kind(ckpt)
-        print(f"  {path} ({kind}): weight {weight:.2f}, val acc {m['val/acc']:.4f}, log loss {m['val/loss']:.4f}")
+    print(f"val: {len(labels)} clips; weights chosen by the lowest val log loss over a grid of {len(grid)}")
+    for i, m in zip(groups[0], members_val):
+        what = f"{checkpoints[i]} ({checkpoint_kind(ckpts[i])})" + (" and its other folds" if len(groups) > 1 else "")
+        print(
+            f"  {what}: weight {weights[i] * len(groups):.2f}, val acc {m['val/acc']:.4f}, log loss {m['val/loss']:.4f}"
+        )
     print(f"  blend: val acc {val['val/acc']:.4f}, log loss {val['val/loss']:.4f} (temperature {temperature:.3f})")
     print(f"written: {output}")
     return hyper_parameters
