@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TRAIN_ARGS, run_cli
 
-from music_genre_classification.config import build, compose
+from music_genre_classification.config import UserError, build, compose
 from music_genre_classification.models.calibration import (
     ece_of_a_calibrated_model,
     expected_calibration_error,
@@ -111,19 +111,31 @@ def test_test_reports_intervals_and_calibration_in_console_json_plot_and_mlflow(
     }
 
 
-def test_train_with_members_trains_a_crnn_and_a_cnn_and_makes_one_calibrated_ensemble(synthetic_gtzan, tmp_path):
-    """The mechanism of `train experiment=best`: one training per member on a shared split, then the ensemble."""
+def test_train_with_members_cross_fits_a_crnn_and_a_cnn_on_two_folds_into_one_calibrated_ensemble(
+    synthetic_gtzan, tmp_path
+):
+    """The mechanism of `train experiment=best`: one training per member, each fold's members validated on clips the
+    other fold trains on, then one ensemble whose weights and temperature come from every out-of-fold clip."""
     args = [a for a in TRAIN_ARGS if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=4"]
-    members = "members=['model=crnn model.net.channels=[8,16] model.net.hidden=16','seed=3']"
-    result = run_cli("train", f"datamodule.root={synthetic_gtzan}", *args, "split.seed=42", members, cwd=tmp_path)
+    crnn = "model=crnn model.net.channels=[8,16] model.net.hidden=16"
+    members = f"members=['{crnn} split.fold=0','seed=3 split.fold=0','{crnn} split.fold=1','seed=4 split.fold=1']"
+    split = ["split.seed=42", "split.folds=2"]
+    result = run_cli("train", f"datamodule.root={synthetic_gtzan}", *args, *split, members, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "== member 2/2: seed=3" in result.stdout and "training time:" in result.stdout
+    assert "== member 4/4: seed=4 split.fold=1" in result.stdout and "training time:" in result.stdout
+    assert "cross-fitted: 2 folds of 2 member(s)" in result.stdout
     blend = torch.load(tmp_path / "outputs" / "model_full.ckpt", weights_only=True)
     hp = blend["hyper_parameters"]
-    assert hp["kind"] == "ensemble" and "temperature" in hp and len(hp["weights"]) == 2
+    assert hp["kind"] == "ensemble" and "temperature" in hp and len(hp["weights"]) == 4
+    weights = hp["weights"]  # each model's weight shared equally by its two folds
+    assert weights[0] == weights[2] and weights[1] == weights[3] and sum(weights) == pytest.approx(1)
     nets = [m["hyper_parameters"]["net"]["_target_"].rsplit(".", 1)[1] for m in blend["members"]]
-    assert nets == ["GenreCRNN", "GenreCNN"]
+    assert nets == ["GenreCRNN", "GenreCNN"] * 2
     assert all("temperature" in m["hyper_parameters"] for m in blend["members"])  # members keep theirs
+    vals = [{r["clip"] for r in m["split_table"] if r["part"] == "val"} for m in blend["members"]]
+    assert vals[0] == vals[1] and not vals[0] & vals[2]  # two folds of val clips
+    assert {r["part"] for r in blend["split_table"]} == {"test"}  # the blend's own: the test part all share
+    assert blend["val_metrics"]["val/acc"] >= 0.8  # scored on every out-of-fold clip
 
     result = run_cli("test", "outputs/model_full.ckpt", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -151,3 +163,20 @@ def test_experiment_best_is_an_ensemble_of_new_artist_recipes_on_one_split():
     member = compose("train", ["experiment=best", *str(cfg.members[1]).split(), "members=null"])
     assert member.members is None and member.split.seed == 42 and member.model.mixup == 0.3
     assert member.callbacks.early_stopping is None and member.split.train == "train_filtered.txt"
+
+
+def test_ensemble_refuses_members_whose_folds_do_not_match():
+    from music_genre_classification.training.ensemble import fold_groups
+
+    def member(net: str, val: list[str]) -> dict:
+        table = [{"clip": c, "part": "val" if c in val else "train"} for c in ("a", "b", "c", "d")]
+        return {"hyper_parameters": {"net": {"_target_": net}}, "split_table": table}
+
+    cnn, crnn = "GenreCNN", "GenreCRNN"
+    folds = [member(cnn, ["a", "b"]), member(crnn, ["a", "b"]), member(cnn, ["c", "d"]), member(crnn, ["c", "d"])]
+    assert fold_groups(["m"] * 4, folds) == [[0, 1], [2, 3]]
+    swapped = folds[:2] + folds[:1:-1]  # the second fold lists crnn first
+    with pytest.raises(UserError, match="same models in the same order"):
+        fold_groups(["m"] * 4, swapped)
+    with pytest.raises(UserError, match="overlap"):
+        fold_groups(["m"] * 2, [member(cnn, ["a", "b"]), member(cnn, ["b", "c"])])

@@ -85,3 +85,17 @@ def test_fault_filtered_folds_cover_the_train_list_once_with_whole_artists():
         assert {c for c, p in parts.items() if p == "test"} == set(read_list("valid_filtered.txt"))
     with pytest.raises(ValueError, match="split.fold must be one of 0..3"):
         ListSplit(**lists, folds=4, fold=4)
+
+
+def test_random_split_folds_keep_one_test_part_and_cut_the_rest_by_artist():
+    clips = gtzan_like(20)
+    artists = {c: f"{c.split('/')[0]}-{int(c[-5:]) // 4}" for c in clips}  # 5 artists of 4 clips per genre
+    manifest = {"artist": artists}
+    splits = [RandomSplit(seed=1, group_by="artist", folds=3, fold=k).assign(clips, manifest) for k in range(3)]
+    tests = [{c for c, p in parts.items() if p == "test"} for parts in splits]
+    assert tests[0] and tests[0] == tests[1] == tests[2]
+    vals = [{c for c, p in parts.items() if p == "val"} for parts in splits]
+    assert sum(map(len, vals)) == len(set().union(*vals)) == len(clips) - len(tests[0])
+    for parts in splits:
+        seen = {part: {artists[c] for c, p in parts.items() if p == part} for part in ("train", "val", "test")}
+        assert not seen["val"] & seen["train"] and not seen["test"] & (seen["train"] | seen["val"])

@@ -89,7 +89,9 @@ def by_genre(clips: dict[str, str]) -> dict[str, list[str]]:
 
 class RandomSplit:
     """Stratified by genre, by clip, reproducible from the seed; with `group_by=artist`, whole artists (from the
-    manifest's artist column, or `artists`: a GTZANindex.txt-style file) go to one part each."""
+    manifest's artist column, or `artists`: a GTZANindex.txt-style file) go to one part each. With `folds` = K,
+    train + val are cut into K folds (of whole artists with group_by) and fold `fold` is the val part; the test part
+    is the same for every fold."""
 
     name = "random"
 
@@ -101,7 +103,10 @@ class RandomSplit:
         seed: int = 42,
         group_by: str | None = None,
         artists: str | None = None,
+        folds: int = 0,
+        fold: int = 0,
     ):
+        check_fold(folds, fold)
         if min(train, val, test) < 0 or abs(train + val + test - 1) > 1e-6:
             raise ValueError(f"split fractions must be >= 0 and sum to 1, got {train}/{val}/{test}")
         if group_by not in (None, "artist"):
@@ -109,14 +114,25 @@ class RandomSplit:
         self.fractions = {"train": train, "val": val, "test": test}
         self.seed, self.group_by = seed, group_by
         self.artists = read_artists(artists) if artists else {}
+        self.folds, self.fold = folds, fold
 
     def assign(self, clips: dict[str, str], columns: dict | None = None) -> dict[str, str]:
+        fractions = self.fractions
+        if self.folds:
+            fractions = {"train": fractions["train"] + fractions["val"], "test": fractions["test"]}
+        groups = {}
         if self.group_by:
             groups = self.artists | {c: a for c, a in ((columns or {}).get("artist") or {}).items() if a}
             if not any(c in groups for c in clips):
                 raise DataError("split.group_by=artist: no clip has an artist (a manifest's artist column)")
-            return grouped(clips, groups, self.fractions, self.seed)
-        return stratified(by_genre(clips), self.fractions, self.seed)
+            parts = grouped(clips, groups, fractions, self.seed)
+        else:
+            parts = stratified(by_genre(clips), fractions, self.seed)
+        if self.folds:
+            rest = {c: clips[c] for c, p in parts.items() if p == "train"}
+            fold_of = folds_of(rest, groups, self.folds, self.seed)
+            parts |= {c: "val" if k == self.fold else "train" for c, k in fold_of.items()}
+        return parts
 
 
 class ManifestSplit:
@@ -156,8 +172,7 @@ class ListSplit:
         folds: int = 0,
         fold: int = 0,
     ):
-        if folds and not (folds >= 2 and 0 <= fold < folds):
-            raise ValueError(f"split.fold must be one of 0..{folds - 1} and split.folds at least 2, got {fold}/{folds}")
+        check_fold(folds, fold)
         self.lists = {"train": train, "val": val, "test": test}
         self.val_fraction = val_fraction
         self.folds, self.fold = folds, fold
@@ -198,6 +213,11 @@ def artist_disjoint(ids_by_genre: dict[str, list[str]], artists: dict[str, str],
             taken += len(group) if part == "val" else 0
             parts.update(dict.fromkeys(group, part))
     return parts
+
+
+def check_fold(folds: int, fold: int) -> None:
+    if folds and not (folds >= 2 and 0 <= fold < folds):
+        raise ValueError(f"split.fold must be one of 0..{folds - 1} and split.folds at least 2, got {fold}/{folds}")
 
 
 def folds_of(clips: dict[str, str], artists: dict[str, str], folds: int, seed: int) -> dict[str, int]:

@@ -9,9 +9,10 @@ from music_genre_classification.config import UserError
 
 
 def train_members(cfg: DictConfig, overrides: list[str]) -> dict:
-    """Each entry of cfg.members is a string of overrides added to the command's (e.g. "seed=7", "model=cnn1d");
-    the members must share their split (split.seed fixed), so that the blend's weights and temperature are chosen
-    on val clips no member trained on. outputs/model_full.ckpt then points to the ensemble."""
+    """Each entry of cfg.members is a string of overrides added to the command's (e.g. "seed=7", "model=cnn1d").
+    The blend's weights and temperature are chosen on val clips no member trained on: the members share one split
+    (split.seed fixed), or are the folds of one (split.folds=K, then split.fold=k per member, the same models in
+    each fold; see `ensemble`). outputs/model_full.ckpt then points to the ensemble."""
     from music_genre_classification.training.ensemble import make_ensemble
     from music_genre_classification.training.train import new_run_dir, point_latest, train
 
