@@ -59,6 +59,11 @@ def test_fault_filtered_val_holds_whole_artists_unseen_in_training():
     val = Counter(clips[c] for c, p in parts.items() if p == "val")
     assert set(val) == set(clips.values()) and 0.1 < sum(val.values()) / 443 < 0.25  # every genre, about 15%
     assert parts == split.assign(dict(reversed(clips.items())))  # deterministic
+    for seed in range(10):  # artists of two genres (e.g. a jazz and a classical album) too, whatever the seed
+        split.seed = seed
+        parts = split.assign(clips)
+        seen = {part: {artists[c] for c, p in parts.items() if p == part and c in artists} for part in ("train", "val")}
+        assert not seen["val"] & seen["train"], seed
 
 
 def test_fault_filtered_with_full_gtzan_uses_all_three_lists():

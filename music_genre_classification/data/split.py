@@ -212,7 +212,9 @@ def artist_disjoint(ids_by_genre: dict[str, list[str]], artists: dict[str, str],
             part = "val" if taken < want and abs(taken + len(group) - want) <= abs(taken - want) else "train"
             taken += len(group) if part == "val" else 0
             parts.update(dict.fromkeys(group, part))
-    return parts
+    # an artist of two genres may have been drawn for val in one and train in the other: all of it trains then
+    trained = {artists[c] for c, part in parts.items() if part == "train" and c in artists}
+    return {c: "train" if artists.get(c) in trained else part for c, part in parts.items()}
 
 
 def check_fold(folds: int, fold: int) -> None:
