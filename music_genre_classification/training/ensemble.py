@@ -37,6 +37,15 @@ def shared_split(ckpts: list[dict]) -> tuple[list[dict], int]:
     return shared, len(set().union(*tables)) - len(shared)
 
 
+def describe(ckpt: dict) -> str:
+    """A member in a few words: its kind, and for a network its class and input (GenreCRNN, GenreCNN on 40 MFCCs)."""
+    net = ckpt["hyper_parameters"].get("net")
+    if checkpoint_kind(ckpt) != "cnn" or not isinstance(net, dict):
+        return checkpoint_kind(ckpt)
+    name = str(net.get("_target_", "network")).rsplit(".", 1)[-1]
+    return f"{name} on {net['n_mfcc']} MFCCs" if net.get("n_mfcc") else name
+
+
 def fold_groups(paths: list[str], ckpts: list[dict]) -> list[list[int]]:
     """Members grouped by their val clips: one group when they share a split, one per fold when they are the folds
     of a cross-validation; then every fold must hold the same models in the same order, and no val clip of a fold
@@ -125,7 +134,7 @@ def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
 
     print(f"val: {len(labels)} clips; weights chosen by the lowest val log loss over a grid of {len(grid)}")
     for i, m in zip(groups[0], members_val):
-        what = f"{checkpoints[i]} ({checkpoint_kind(ckpts[i])})" + (" and its other folds" if len(groups) > 1 else "")
+        what = f"{checkpoints[i]} ({describe(ckpts[i])})" + (" and its other folds" if len(groups) > 1 else "")
         print(
             f"  {what}: weight {weights[i] * len(groups):.2f}, val acc {m['val/acc']:.4f}, log loss {m['val/loss']:.4f}"
         )
