@@ -127,7 +127,7 @@ def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio
 
 
 def test_an_ensemble_of_the_cnn_and_a_features_model_works_everywhere(blend, trained, on_audio, tmp_path):
-    assert re.search(r"\(cnn\): weight \d\.\d\d", blend["stdout"]) and "(features): weight" in blend["stdout"]
+    assert re.search(r"\(GenreCNN\): weight \d\.\d\d", blend["stdout"]) and "(features): weight" in blend["stdout"]
     stored = torch.load(blend["checkpoint"], weights_only=True)
     assert stored["hyper_parameters"]["kind"] == "ensemble" and len(stored["members"]) == 2
     weights = stored["hyper_parameters"]["weights"]

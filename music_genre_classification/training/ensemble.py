@@ -55,6 +55,8 @@ def fold_groups(paths: list[str], ckpts: list[dict]) -> list[list[int]]:
         val = frozenset(row["clip"] for row in ckpt.get("split_table") or [] if row["part"] == "val")
         groups.setdefault(val, []).append(i)
     vals, folds = list(groups), list(groups.values())
+    if not all(vals):  # a member without a val part: one split, which then shares no val clip (make_ensemble says so)
+        return [list(range(len(ckpts)))]
     if len(folds) == 1:
         return folds
     model = lambda i: str(ckpts[i]["hyper_parameters"].get("net", checkpoint_kind(ckpts[i])))  # noqa: E731
