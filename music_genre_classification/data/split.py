@@ -130,8 +130,7 @@ class RandomSplit:
             parts = stratified(by_genre(clips), fractions, self.seed)
         if self.folds:
             rest = {c: clips[c] for c, p in parts.items() if p == "train"}
-            fold_of = folds_of(rest, groups, self.folds, self.seed)
-            parts |= {c: "val" if k == self.fold else "train" for c, k in fold_of.items()}
+            parts |= fold_parts(rest, groups, self.folds, self.fold, self.seed)
         return parts
 
 
@@ -186,8 +185,7 @@ class ListSplit:
             print(f"split {self.name}: no clip of the test list is in the data; testing on the val list instead")
             train = {c: clips[c] for c in listed["train"]}
             if self.folds:
-                fold_of = folds_of(train, self.artists, self.folds, self.seed)
-                parts = {c: "val" if k == self.fold else "train" for c, k in fold_of.items()}
+                parts = fold_parts(train, self.artists, self.folds, self.fold, self.seed)
             elif self.artists:  # val artists unseen in training, as the test's are: val/loss then picks for new artists
                 parts = artist_disjoint(by_genre(train), self.artists, self.val_fraction, self.seed)
             else:
@@ -220,6 +218,11 @@ def artist_disjoint(ids_by_genre: dict[str, list[str]], artists: dict[str, str],
 def check_fold(folds: int, fold: int) -> None:
     if folds and not (folds >= 2 and 0 <= fold < folds):
         raise ValueError(f"split.fold must be one of 0..{folds - 1} and split.folds at least 2, got {fold}/{folds}")
+
+
+def fold_parts(clips: dict[str, str], artists: dict[str, str], folds: int, fold: int, seed: int) -> dict[str, str]:
+    """Fold `fold` of `folds_of` as the val part, the other folds as train."""
+    return {c: "val" if k == fold else "train" for c, k in folds_of(clips, artists, folds, seed).items()}
 
 
 def folds_of(clips: dict[str, str], artists: dict[str, str], folds: int, seed: int) -> dict[str, int]:

@@ -66,7 +66,7 @@ def fold_groups(paths: list[str], ckpts: list[dict]) -> list[list[int]]:
                 f"{paths[fold[0]]}: the members' val parts differ, so they must be the folds of one cross-validation, "
                 "each fold with the same models in the same order (split.folds=K split.fold=0..K-1)"
             )
-    if sum(map(len, vals)) != len(frozenset().union(*vals)) or not all(vals):
+    if sum(map(len, vals)) != len(frozenset().union(*vals)):
         raise UserError(
             "the members' val parts overlap without being the same: train them on one split or one split.folds"
         )
@@ -122,9 +122,8 @@ def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
     ]
     sources = [str(Path(p).resolve()) for p in checkpoints]
     run_config = {"checkpoints": sources, "val_members": members_val, "folds": len(groups)}
-    weights = [
-        float(weights[group.index(i)]) / len(groups) for i in range(len(ckpts)) for group in groups if i in group
-    ]
+    position = {i: g for group in groups for g, i in enumerate(group)}  # member -> its model's place in its fold
+    weights = [float(weights[position[i]]) / len(groups) for i in range(len(ckpts))]
     hyper_parameters = {"kind": "ensemble", "genres": genres, "weights": weights, "run_config": run_config}
     hyper_parameters["temperature"] = temperature
     # each member whole but for training state (optimizer, callbacks): what its kind needs, genres, config, split
