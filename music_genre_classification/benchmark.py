@@ -24,8 +24,8 @@ from hydra.utils import instantiate
 
 from music_genre_classification.data.audio import load_audio
 from music_genre_classification.data.features import FEATURE_COLUMNS, FeatureExtractor
+from music_genre_classification.data.folder import audio_files
 from music_genre_classification.data.spectrogram import LogMel
-from music_genre_classification.serving.folder import audio_files
 from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 
 

@@ -24,18 +24,18 @@ from hydra.errors import InstantiationException
 
 from music_genre_classification.config import UserError, first_line
 from music_genre_classification.data.audio import AudioError, decode_blocks, waveform
+from music_genre_classification.data.folder import (
+    ResultTable,
+    check_writable,
+    track_files,
+    warn_skipped,
+)
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
 from music_genre_classification.models.predictors import (
     checkpoint_kind,
     predictor,
     track_embeddings,
     track_probabilities,
-)
-from music_genre_classification.serving.folder import (
-    ResultTable,
-    check_writable,
-    track_files,
-    warn_skipped,
 )
 
 

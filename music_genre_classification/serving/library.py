@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from music_genre_classification.config import UserError, first_line
-from music_genre_classification.serving.folder import ResultTable, check_writable
+from music_genre_classification.data.folder import ResultTable, check_writable
 from music_genre_classification.serving.inference import (
     FolderRows,
     GenreClassifier,

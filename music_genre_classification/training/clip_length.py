@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from music_genre_classification.data.audio import load_audio
+from music_genre_classification.data.folder import audio_files
 from music_genre_classification.data.spectrogram import SpectrogramParams
-from music_genre_classification.serving.folder import audio_files
 from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 
 LENGTHS_S = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0)
