@@ -26,7 +26,8 @@ from music_genre_classification.data.audio import load_audio
 from music_genre_classification.data.features import FEATURE_COLUMNS, FeatureExtractor
 from music_genre_classification.data.folder import audio_files
 from music_genre_classification.data.spectrogram import LogMel
-from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
+from music_genre_classification.models.checkpoint import load_checkpoint
+from music_genre_classification.models.classifier import GenreClassifier
 
 
 def kaggle_features(path: Path, as_published: bool = False) -> np.ndarray:

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from music_genre_classification.config import UserError
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 from music_genre_classification.training.evaluate import test as run_test
 
 GENRES_ARG = f"datamodule.genres=[{','.join(GENRES)}]"

@@ -22,7 +22,7 @@ from hostile import Hostile, Outcome, check, write_hostile
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import MIN_DURATION_S, AudioError
 from music_genre_classification.data.folder import audio_files, check_writable
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 
 DECODER_CHATTER = re.compile(r"^(Note: |Warning: |\[src/libmpg123)", re.M)
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from conftest import CLIP_S, GENRES, SR, encode, run_cli, tone
 
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from conftest import GENRES, SR, run_cli, tone
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import load_audio
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 from music_genre_classification.serving.library import read_library
 from music_genre_classification.serving.library_map import run_map
 from music_genre_classification.serving.similar import normalised, run_similar

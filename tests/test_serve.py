@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 from conftest import CLIP_S, GENRES, SR, Server, run_cli, tone, wait_for_port
 
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 
 LIMIT_MB = 10
 

@@ -51,8 +51,8 @@ def check_class_weights(weights, n_genres: int) -> None:
 
 def load_pretrained(net: torch.nn.Module, path: str, net_config: dict, genres: list[str], spectrogram: dict) -> None:
     """The weights of a CNN checkpoint of this project into `net`; its head too when it has the same genres."""
+    from music_genre_classification.models.checkpoint import load_checkpoint
     from music_genre_classification.models.predictors import checkpoint_kind
-    from music_genre_classification.serving.inference import load_checkpoint
 
     ckpt = load_checkpoint(path)
     kind, hp = checkpoint_kind(ckpt), ckpt["hyper_parameters"]

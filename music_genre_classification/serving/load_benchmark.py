@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 
 from music_genre_classification.benchmark import whole_clips
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 
 
 def folder_rate(model_path: str, files: list[Path]) -> tuple[float, float]:

@@ -24,7 +24,8 @@ import torch
 from music_genre_classification.data.audio import load_audio
 from music_genre_classification.data.folder import audio_files
 from music_genre_classification.data.spectrogram import SpectrogramParams
-from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
+from music_genre_classification.models.checkpoint import load_checkpoint
+from music_genre_classification.models.classifier import GenreClassifier
 
 LENGTHS_S = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0)
 Answers = dict[str, list[tuple[str, str]]]  # row name -> (true genre, answer) per crop

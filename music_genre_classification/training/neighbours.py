@@ -11,7 +11,7 @@ import fire
 import numpy as np
 
 from music_genre_classification.config import UserError
-from music_genre_classification.serving.inference import load_checkpoint
+from music_genre_classification.models.checkpoint import load_checkpoint
 from music_genre_classification.serving.library import file_sha256, read_library
 from music_genre_classification.serving.similar import normalised
 

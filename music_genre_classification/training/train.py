@@ -88,8 +88,8 @@ def make_trainer(cfg: DictConfig, logger, history: History, validate: bool, extr
 
 def calibrate(checkpoint: Path, datamodule) -> float:
     """Fit the checkpoint's temperature on the val clips (scored as `test` scores) and store it in the checkpoint."""
+    from music_genre_classification.models.checkpoint import load_checkpoint
     from music_genre_classification.models.predictors import predictor, track_probabilities
-    from music_genre_classification.serving.inference import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     _, labels, tracks = datamodule.tracks("val")
