@@ -201,7 +201,7 @@ def test_clip_length_table_scores_crops_of_test_clips(trained, synthetic_gtzan, 
     spectrograms = tmp_path / "spectrograms"
     if source == "spectrograms":  # the toy clips as a spectrogram folder, made by the front end
         build_spectrograms(synthetic_gtzan, spectrograms, tuple(GENRES))
-    command = [sys.executable, "-m", "music_genre_classification.training.clip_length", "--model_path"]
+    command = [sys.executable, "-m", "studies.clip_length", "--model_path"]
     command += [str(trained["checkpoint"]), "--source", source, "--audio_dir", str(synthetic_gtzan)]
     command += ["--spec_dir", str(spectrograms), "--part", "test", "--lengths", "[1,3]"]
     result = subprocess.run(
