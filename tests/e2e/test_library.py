@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import GENRES, SR, run_cli, tone
+from helpers.audio import GENRES, SR, tone
+from helpers.processes import run_cli
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import load_audio

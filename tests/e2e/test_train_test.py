@@ -13,7 +13,8 @@ import mlflow
 import pytest
 import soundfile as sf
 import torch
-from conftest import GENRES, REPO, SR, TRAIN_ARGS, run_cli, tone
+from helpers.audio import GENRES, SR, tone
+from helpers.processes import REPO, TRAIN_ARGS, run_cli
 
 
 def test_train_learns_and_test_reports_per_clip_metrics(trained):
@@ -78,7 +79,7 @@ def test_checkpoint_alone_is_enough_to_test(trained, tmp_path):
 
 
 def test_test_scores_other_labelled_data_with_split_all(trained, tmp_path):
-    from conftest import write_gtzan
+    from helpers.audio import write_gtzan
 
     other = write_gtzan(tmp_path / "other", clips_per_genre=3)
     result = run_cli("test", str(trained["checkpoint"]), f"datamodule.root={other}", "split=all", cwd=tmp_path)

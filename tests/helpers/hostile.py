@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from conftest import CLIP_S, SR, encode, tone
 
+from helpers.audio import CLIP_S, SR, encode, tone
 from music_genre_classification.data.audio import MIN_DURATION_S
 from music_genre_classification.data.feature_table import MIN_FEATURE_S
 
