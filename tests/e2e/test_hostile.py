@@ -140,7 +140,7 @@ def features(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Out
             assert row is not None, case
         elif row is not None:
             warning = "".join(line for line in said if line.startswith("warning: "))
-            outcomes[case.name] = Outcome("genre", case.says, int(row["length"]) / SR, warning)
+            outcomes[case.name] = Outcome("genre", None, int(row["length"]) / SR, warning)
         elif any(line.startswith("warning: skipped") for line in said):
             outcomes[case.name] = Outcome("skipped")
         elif said:
