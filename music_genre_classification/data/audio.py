@@ -16,7 +16,7 @@ import torchaudio.functional as AF
 
 AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".aif", ".aiff", ".wma", ".webm")
 SOUNDFILE_EXTENSIONS = (".wav", ".au", ".flac", ".ogg", ".opus", ".mp3", ".aif", ".aiff")
-MIN_DURATION_S = 8.0  # shorter audio is refused: python -m music_genre_classification.training.clip_length
+MIN_DURATION_S = 8.0  # shorter audio is refused: python -m studies.clip_length
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this a clip carries no music to classify
 MAX_PEAK = 1e6  # float audio lies within +-1; far beyond, the power spectrum overflows float32
 RATE_RANGE = (4000, 768000)  # Hz; outside it a file is damaged or not music (and resampling it costs absurd memory)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from music_genre_classification.data.dataset import Clip, DataError, clip_spectrogram, params_key
+from music_genre_classification.data.dataset import Clip, DataError, clip_spectrogram, load_clips, params_key
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
 
 INDEX = "index.jsonl"
@@ -177,3 +177,29 @@ def _append(todo: list[Clip], stamps: dict, params, folder: Path, workers: int, 
             index.flush()
             done[clip.id] = entry
             bar.update()
+
+
+def load_spectrograms(
+    clips: list[Clip],
+    params: SpectrogramParams,
+    cache_dir: str | Path | None = None,
+    root: str | Path | None = None,
+    workers: int | None = None,
+    dtype: str = "float32",
+) -> tuple[list[Clip], list[torch.Tensor]]:
+    """Spectrograms of the clips that can be read; unreadable ones are skipped with one warning line.
+
+    Audio goes through the collection's cache (built once by `workers` processes, stored as `dtype`,
+    read through a memory map) when `cache_dir` is given; .npy spectrograms are read as they are.
+    """
+    if cache_dir and any(c.path.suffix != ".npy" for c in clips):
+        folder = cache_folder(cache_dir, params, root or os.path.commonpath([c.path.parent for c in clips]), dtype)
+        kept, store, skipped = build_cache(clips, params, folder, workers, dtype)
+        if skipped:
+            print(f"warning: skipped {len(skipped)} unreadable clip(s): {'; '.join(skipped)}")
+        if not kept:
+            raise DataError("no readable clip in the dataset")
+        return kept, store
+    front_end = LogMel(params)
+    audio = any(c.path.suffix != ".npy" for c in clips)
+    return load_clips(clips, lambda clip: clip_spectrogram(clip.path, front_end), "spectrograms", audio)

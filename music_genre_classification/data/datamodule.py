@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from music_genre_classification.data.cache import load_spectrograms
 from music_genre_classification.data.collection import collect, is_manifest
 from music_genre_classification.data.dataset import (
     DataError,
@@ -14,7 +15,6 @@ from music_genre_classification.data.dataset import (
     WholeClips,
     collate_clips,
     is_spectrogram_folder,
-    load_spectrograms,
 )
 from music_genre_classification.data.spectrogram import SpectrogramParams
 from music_genre_classification.data.split import PARTS, assign_parts, write_split_table
@@ -118,6 +118,3 @@ class GenreDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)

@@ -1,8 +1,7 @@
-"""Clips in GTZAN layout (<root>/<genre>/<clip>.<ext>), their spectrograms (cached), and crop datasets."""
+"""Clips in GTZAN layout (<root>/<genre>/<clip>.<ext>), their spectrograms, and crop datasets (the cache: cache.py)."""
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,34 +89,6 @@ def save_atomic(path: Path, save: Callable[[Path], None]) -> None:
     partial = path.with_name(f"{path.stem}.partial{path.suffix}")
     save(partial)
     partial.replace(path)
-
-
-def load_spectrograms(
-    clips: list[Clip],
-    params: SpectrogramParams,
-    cache_dir: str | Path | None = None,
-    root: str | Path | None = None,
-    workers: int | None = None,
-    dtype: str = "float32",
-) -> tuple[list[Clip], list[torch.Tensor]]:
-    """Spectrograms of the clips that can be read; unreadable ones are skipped with one warning line.
-
-    Audio goes through the collection's cache (data/cache.py: built once by `workers` processes, stored as `dtype`,
-    read through a memory map) when `cache_dir` is given; .npy spectrograms are read as they are.
-    """
-    if cache_dir and any(c.path.suffix != ".npy" for c in clips):
-        from music_genre_classification.data.cache import build_cache, cache_folder
-
-        folder = cache_folder(cache_dir, params, root or os.path.commonpath([c.path.parent for c in clips]), dtype)
-        kept, store, skipped = build_cache(clips, params, folder, workers, dtype)
-        if skipped:
-            print(f"warning: skipped {len(skipped)} unreadable clip(s): {'; '.join(skipped)}")
-        if not kept:
-            raise DataError("no readable clip in the dataset")
-        return kept, store
-    front_end = LogMel(params)
-    audio = any(c.path.suffix != ".npy" for c in clips)
-    return load_clips(clips, lambda clip: clip_spectrogram(clip.path, front_end), "spectrograms", audio)
 
 
 def clip_spectrogram(path: Path, front_end: LogMel) -> torch.Tensor:

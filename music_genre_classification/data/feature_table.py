@@ -17,8 +17,8 @@ from music_genre_classification.data.features import (
     FeatureExtractor,
     segment_blocks,
 )
+from music_genre_classification.data.folder import ResultTable, audio_files, warn_skipped
 from music_genre_classification.data.spectrogram import SpectrogramParams, checked_windows
-from music_genre_classification.serving.folder import ResultTable, audio_files, warn_skipped
 
 # the shortest audio the features are made of: GTZAN's 3-s chunks (features_3_sec.csv). No model judges it, so the
 # model's MIN_DURATION_S does not apply

@@ -15,7 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 from music_genre_classification import GTZAN_GENRES
-from music_genre_classification.data.dataset import DataError, load_spectrograms, scan_clips
+from music_genre_classification.data.cache import load_spectrograms
+from music_genre_classification.data.dataset import DataError, scan_clips
 from music_genre_classification.data.spectrogram import SpectrogramParams
 
 CHUNK = 1 << 20

@@ -1,4 +1,7 @@
-"""LightningModule: crop training with SpecAugment, per-clip validation/test, torchmetrics, AdamW + cosine."""
+"""LightningModule: crop training with SpecAugment, per-clip validation, torchmetrics, AdamW + cosine.
+
+`test` scores a checkpoint through its predictor (training/evaluate.py), not through Lightning.
+"""
 
 import lightning as L
 import numpy as np
@@ -13,7 +16,7 @@ from music_genre_classification.config import UserError
 from music_genre_classification.models.augment import gain_tilt, time_stretch
 from music_genre_classification.models.networks import clip_probabilities
 
-STAGES = ("train", "val", "test")
+STAGES = ("train", "val")
 
 
 def spec_augment(crops: torch.Tensor, masks: int, freq_width: int, time_width: int) -> torch.Tensor:
@@ -51,8 +54,8 @@ def check_class_weights(weights, n_genres: int) -> None:
 
 def load_pretrained(net: torch.nn.Module, path: str, net_config: dict, genres: list[str], spectrogram: dict) -> None:
     """The weights of a CNN checkpoint of this project into `net`; its head too when it has the same genres."""
+    from music_genre_classification.models.checkpoint import load_checkpoint
     from music_genre_classification.models.predictors import checkpoint_kind
-    from music_genre_classification.serving.inference import load_checkpoint
 
     ckpt = load_checkpoint(path)
     kind, hp = checkpoint_kind(ckpt), ckpt["hyper_parameters"]
@@ -122,7 +125,7 @@ class GenreModule(L.LightningModule):
         # channels_last: ~1.3x faster convolutions on a CPU (and the layout GPU tensor cores want)
         self.net = self.net.to(memory_format=torch.channels_last)
         self.loss_weights: torch.Tensor | None = None
-        # an exponential moving average of the weights (and BatchNorm statistics) for val, test and the checkpoint
+        # an exponential moving average of the weights (and BatchNorm statistics) for val and the checkpoint
         self.ema_net = (
             AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True) if ema else None
         )
@@ -131,7 +134,7 @@ class GenreModule(L.LightningModule):
         for stage in STAGES:  # attributes, not a ModuleDict: "train" would clash with nn.Module.train
             metrics = {"acc": MulticlassAccuracy(n, average="micro"), "f1": MulticlassF1Score(n, average="macro")}
             setattr(self, f"{stage}_metrics", MetricCollection(metrics, prefix=f"{stage}/"))
-        self.confusion = torch.nn.ModuleDict({s: MulticlassConfusionMatrix(n) for s in ("val", "test")})
+        self.confusion = torch.nn.ModuleDict({"val": MulticlassConfusionMatrix(n)})
         self.last_confusion: dict[str, torch.Tensor] = {}
 
     def metrics(self, stage: str) -> MetricCollection:
@@ -202,18 +205,12 @@ class GenreModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._clip_step(batch, "val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._clip_step(batch, "test")
-
     def _store_confusion(self, stage: str) -> None:
         self.last_confusion[stage] = self.confusion[stage].compute().cpu()
         self.confusion[stage].reset()
 
     def on_validation_epoch_end(self) -> None:
         self._store_confusion("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._store_confusion("test")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

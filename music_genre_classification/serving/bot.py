@@ -12,7 +12,7 @@ from pathlib import Path
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import AUDIO_EXTENSIONS, AudioError
-from music_genre_classification.serving.inference import GenreClassifier, Prediction
+from music_genre_classification.models.classifier import GenreClassifier, Prediction
 
 log = logging.getLogger("music_genre_classification.serving.bot")
 

@@ -13,14 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from music_genre_classification.config import UserError, first_line
-from music_genre_classification.serving.folder import ResultTable, check_writable
-from music_genre_classification.serving.inference import (
-    FolderRows,
-    GenreClassifier,
-    check_source,
-    decode_embedding,
-    folder_job,
-)
+from music_genre_classification.data.folder import ResultTable, check_writable
+from music_genre_classification.models.classifier import GenreClassifier
+from music_genre_classification.serving.batch import FolderRows, check_source, decode_embedding, folder_job
 
 LIBRARY_FORMATS = (".parquet", ".npz")
 
@@ -180,7 +175,7 @@ def _columns(path: Path) -> dict:
 
 def table_rows(path: Path) -> list[dict]:
     """A library table as journal rows (how `embed` resumes from a finished table)."""
-    from music_genre_classification.serving.inference import encode_embedding
+    from music_genre_classification.serving.batch import encode_embedding
 
     columns = _columns(path)
     genres, rows = columns["meta"]["genres"], []

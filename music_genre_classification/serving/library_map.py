@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from music_genre_classification.config import UserError
-from music_genre_classification.serving.folder import check_writable
+from music_genre_classification.data.folder import check_writable
 from music_genre_classification.serving.library import Library, read_library
 from music_genre_classification.serving.similar import normalised
 

@@ -22,7 +22,7 @@ class _Labeller:
     """One model per actor: a batch of paths -> their rows, as JSON text."""
 
     def __init__(self, model_path: str, batch_size: int, rows):
-        from music_genre_classification.serving.inference import GenreClassifier
+        from music_genre_classification.models.classifier import GenreClassifier
 
         self.classifier, self.batch_size, self.rows = GenreClassifier.from_checkpoint(model_path), batch_size, rows
 

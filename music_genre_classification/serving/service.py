@@ -16,7 +16,7 @@ from music_genre_classification.config import UserError
 from music_genre_classification.serving.upload import ApiError
 
 if TYPE_CHECKING:  # torch is imported by the loading thread, so that the port opens before it is
-    from music_genre_classification.serving.inference import GenreClassifier, Prediction
+    from music_genre_classification.models.classifier import GenreClassifier, Prediction
 
 log = logging.getLogger("music_genre_classification.serving.service")
 STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that cannot start: its supervisor then stops too
@@ -139,7 +139,8 @@ class Service:
     def _load_all(self) -> dict:
         import torch
 
-        from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
+        from music_genre_classification.models.checkpoint import load_checkpoint
+        from music_genre_classification.models.classifier import GenreClassifier
 
         if self.settings.workers > 1:  # the workers share the cores instead of each using them all
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.settings.workers))

@@ -50,7 +50,8 @@ def query_embedding(library: Library, audio_path: str | None, path: str | None, 
             raise UserError(f"{path}: not in the library (embed it, or give it with --audio_path)")
         i = library.paths.index(wanted)
         return library.embeddings[i], i
-    from music_genre_classification.serving.inference import GenreClassifier, check_source
+    from music_genre_classification.models.classifier import GenreClassifier
+    from music_genre_classification.serving.batch import check_source
 
     source = check_source(audio_path)
     if not source.is_file():

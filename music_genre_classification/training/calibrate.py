@@ -11,8 +11,8 @@ from music_genre_classification.models.calibration import (
     fit_temperature,
     temperature_scaled,
 )
+from music_genre_classification.models.checkpoint import load_checkpoint
 from music_genre_classification.models.predictors import predictor
-from music_genre_classification.serving.inference import load_checkpoint
 from music_genre_classification.training.evaluate import clip_scores
 
 

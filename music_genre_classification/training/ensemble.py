@@ -21,8 +21,8 @@ import torch
 
 from music_genre_classification.config import UserError, compose
 from music_genre_classification.models.calibration import fit_temperature, temperature_scaled
+from music_genre_classification.models.checkpoint import load_checkpoint
 from music_genre_classification.models.predictors import KIND_KEYS, EnsembleFrontEnd, checkpoint_kind, predictor
-from music_genre_classification.serving.inference import load_checkpoint
 from music_genre_classification.training.evaluate import clip_scores, common_ids, log_loss, metrics
 
 

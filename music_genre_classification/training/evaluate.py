@@ -14,8 +14,9 @@ from music_genre_classification.data.feature_data import FeatureDataModule
 from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.data.split import read_artists
 from music_genre_classification.models.calibration import ece_of_a_calibrated_model, reliability, temperature_scaled
+from music_genre_classification.models.checkpoint import load_checkpoint
+from music_genre_classification.models.classifier import GenreClassifier
 from music_genre_classification.models.predictors import checkpoint_kind, track_probabilities
-from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
 from music_genre_classification.training.plots import plot_confusion, plot_reliability
 from music_genre_classification.training.progress import quiet_third_parties
 from music_genre_classification.training.uncertainty import bootstrap_intervals

@@ -2,9 +2,7 @@
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 import lightning as L
@@ -17,8 +15,7 @@ from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.models.calibration import fit_temperature
 from music_genre_classification.training.plots import plot_confusion, plot_curves
 from music_genre_classification.training.progress import EpochLine, quiet_third_parties, show_progress_bar
-
-RUN_DIR_ENV = "MGC_RUN_DIR"  # DDP workers re-run the command; they join the run their launcher started
+from music_genre_classification.training.runs import new_run_dir, point_latest
 
 
 class History(L.Callback):
@@ -36,31 +33,6 @@ class History(L.Callback):
         if not self.rows or self.rows[-1]["epoch"] != trainer.current_epoch:  # no validation this epoch
             self.rows.append({"epoch": trainer.current_epoch})
         self.rows[-1].update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
-
-
-def new_run_dir(output_dir: str) -> Path:
-    if os.environ.get(RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
-        return Path(os.environ[RUN_DIR_ENV])
-    now = datetime.now()
-    run_dir = base = Path(output_dir) / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S")
-    for n in range(1, 1000):
-        if not run_dir.exists():
-            break
-        run_dir = base.with_name(f"{base.name}-{n}")
-    run_dir.mkdir(parents=True)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    return run_dir
-
-
-def point_latest(best: Path, link: Path) -> None:
-    """outputs/model_full.ckpt -> the best checkpoint of the latest run (a relative symlink, else a copy)."""
-    tmp = link.with_name(link.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        tmp.symlink_to(os.path.relpath(best.resolve(), link.parent.resolve()))
-    except OSError:
-        tmp.write_bytes(best.read_bytes())
-    os.replace(tmp, link)
 
 
 def parameter_digest(module: torch.nn.Module) -> str:
@@ -88,8 +60,8 @@ def make_trainer(cfg: DictConfig, logger, history: History, validate: bool, extr
 
 def calibrate(checkpoint: Path, datamodule) -> float:
     """Fit the checkpoint's temperature on the val clips (scored as `test` scores) and store it in the checkpoint."""
+    from music_genre_classification.models.checkpoint import load_checkpoint
     from music_genre_classification.models.predictors import predictor, track_probabilities
-    from music_genre_classification.serving.inference import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     _, labels, tracks = datamodule.tracks("val")
@@ -128,7 +100,7 @@ def train(overrides: list[str]) -> dict:
     if cfg.get("members"):  # an ensemble: one training per member (experiment=best)
         from music_genre_classification.training.train_ensemble import train_members
 
-        return train_members(cfg, overrides)
+        return train_members(cfg, overrides, train)
     return fit(cfg)
 
 

@@ -1,20 +1,22 @@
 """train with `members` (e.g. experiment=best): one training per member, then one ensemble checkpoint of them."""
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from music_genre_classification.config import UserError
+from music_genre_classification.training.runs import new_run_dir, point_latest
 
 
-def train_members(cfg: DictConfig, overrides: list[str]) -> dict:
+def train_members(cfg: DictConfig, overrides: list[str], train: Callable[[list[str]], dict]) -> dict:
     """Each entry of cfg.members is a string of overrides added to the command's (e.g. "seed=7", "model=cnn1d").
     The blend's weights and temperature are chosen on val clips no member trained on: the members share one split
     (split.seed fixed), or are the folds of one (split.folds=K, then split.fold=k per member, the same models in
-    each fold; see `ensemble`). outputs/model_full.ckpt then points to the ensemble."""
+    each fold; see `ensemble`). outputs/model_full.ckpt then points to the ensemble. `train`: the `train` command,
+    run once per member (passed in, as it is the caller)."""
     from music_genre_classification.training.ensemble import make_ensemble
-    from music_genre_classification.training.train import new_run_dir, point_latest, train
 
     members = [str(m) for m in cfg.members]
     if len(members) < 2:

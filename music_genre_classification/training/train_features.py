@@ -20,7 +20,7 @@ from music_genre_classification.models.classical import pipeline_to_bytes
 from music_genre_classification.models.predictors import FeaturePredictor, one_thread
 from music_genre_classification.training.evaluate import clip_metrics
 from music_genre_classification.training.plots import plot_confusion
-from music_genre_classification.training.train import point_latest
+from music_genre_classification.training.runs import point_latest
 
 
 def configured(cfg: DictConfig, params: dict):

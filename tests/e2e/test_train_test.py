@@ -13,7 +13,8 @@ import mlflow
 import pytest
 import soundfile as sf
 import torch
-from conftest import GENRES, REPO, SR, TRAIN_ARGS, run_cli, tone
+from helpers.audio import GENRES, SR, tone
+from helpers.processes import REPO, TRAIN_ARGS, run_cli
 
 
 def test_train_learns_and_test_reports_per_clip_metrics(trained):
@@ -78,7 +79,7 @@ def test_checkpoint_alone_is_enough_to_test(trained, tmp_path):
 
 
 def test_test_scores_other_labelled_data_with_split_all(trained, tmp_path):
-    from conftest import write_gtzan
+    from helpers.audio import write_gtzan
 
     other = write_gtzan(tmp_path / "other", clips_per_genre=3)
     result = run_cli("test", str(trained["checkpoint"]), f"datamodule.root={other}", "split=all", cwd=tmp_path)
@@ -201,7 +202,7 @@ def test_clip_length_table_scores_crops_of_test_clips(trained, synthetic_gtzan, 
     spectrograms = tmp_path / "spectrograms"
     if source == "spectrograms":  # the toy clips as a spectrogram folder, made by the front end
         build_spectrograms(synthetic_gtzan, spectrograms, tuple(GENRES))
-    command = [sys.executable, "-m", "music_genre_classification.training.clip_length", "--model_path"]
+    command = [sys.executable, "-m", "studies.clip_length", "--model_path"]
     command += [str(trained["checkpoint"]), "--source", source, "--audio_dir", str(synthetic_gtzan)]
     command += ["--spec_dir", str(spectrograms), "--part", "test", "--lengths", "[1,3]"]
     result = subprocess.run(

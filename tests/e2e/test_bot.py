@@ -4,8 +4,9 @@ import re
 
 import numpy as np
 import pytest
-from conftest import CLIP_S, GENRES, REPO, SR, bot_process, encode, run_cli, tone
-from fake_telegram import FakeBotAPI
+from helpers.audio import CLIP_S, GENRES, SR, encode, tone
+from helpers.fake_telegram import FakeBotAPI
+from helpers.processes import REPO, bot_process, run_cli
 
 FILES_PER_MINUTE = 3
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SR, tone
+from helpers.audio import SR, tone
 from omegaconf import OmegaConf
 
 from music_genre_classification import GTZAN_GENRES

@@ -7,7 +7,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import TRAIN_ARGS, run_cli
+from helpers.processes import TRAIN_ARGS, run_cli
 
 from music_genre_classification.config import UserError, build, compose
 from music_genre_classification.models.calibration import (

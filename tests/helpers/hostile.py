@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from conftest import CLIP_S, SR, encode, tone
 
+from helpers.audio import CLIP_S, GENRES, SR, encode, tone
 from music_genre_classification.data.audio import MIN_DURATION_S
 from music_genre_classification.data.feature_table import MIN_FEATURE_S
 
@@ -27,14 +27,18 @@ SECONDS = max(12.0, 2.5 * MIN_DURATION_S)  # long enough that a file cut in half
 class Hostile:
     name: str  # path inside the folder
     expect: str  # "genre", "cut" (a genre and a warning), "error", "any" (a genre or an error), "unlisted"
-    says: str = ""  # "genre"/"cut": the genre ("" for any); "error"/"unlisted": words of the message
+    # "genre"/"cut": the genre, or "" for any genre of the model (the toy model is fragile on lossy or 8-kHz audio);
+    # "error": words the message must hold, or alternatives "a|b" (decoders differ: ffmpeg takes over from libsndfile
+    # where it is installed, and `serve` refuses by the first bytes what is no audio file); "unlisted": why it is left
+    # out of a folder's listing
+    says: str = ""
     seconds: float = 0.0  # audio really there: no answer may claim more
 
 
 @dataclass
 class Outcome:
     kind: str  # "genre", "error" or "skipped" (left out of a folder's listing, with a warning)
-    genre: str = ""
+    genre: str | None = ""  # None: the entry point names no genre (`features` writes a row of features)
     duration_s: float = 0.0
     warning: str = ""
     message: str = ""
@@ -46,13 +50,17 @@ def check(case: Hostile, outcome: Outcome, where: str) -> None:
     assert "\n" not in outcome.message.strip() and "\n" not in outcome.warning.strip(), what
     if outcome.kind == "genre":
         assert outcome.duration_s <= case.seconds + 0.05, what  # never a prediction for audio that is not there
-    if case.expect in ("genre", "cut"):  # says "" for any genre: the toy model is fragile on lossy or 8-kHz audio
-        assert outcome.kind == "genre" and outcome.genre == (case.says or outcome.genre), what
+    if case.expect in ("genre", "cut"):
+        assert outcome.kind == "genre", what
+        if outcome.genre is not None:
+            assert outcome.genre == case.says if case.says else outcome.genre in GENRES, what
         assert bool(outcome.warning) == (case.expect == "cut"), what
     if case.expect == "cut":
         assert MIN_DURATION_S <= outcome.duration_s < SECONDS - 0.5, what
     elif case.expect == "error":
-        assert outcome.kind == "error" and case.says.lower() in outcome.message.lower(), what
+        assert case.says, f"{case.name}: an error case must name words of its message"
+        assert outcome.kind == "error", what
+        assert any(words.lower() in outcome.message.lower() for words in case.says.split("|")), what
     elif case.expect == "any":
         assert outcome.kind in ("genre", "error"), what
     elif case.expect == "unlisted":
@@ -95,11 +103,13 @@ def write_hostile(folder: Path) -> list[Hostile]:
     # nothing, or not audio at all
     for ext in ("wav", "mp3", "flac", "ogg", "m4a"):
         add(f"empty.{ext}", b"", "error", "empty file")
+    unreadable = "not a readable audio file|not an audio file"  # the decoder's words | the server's
     for ext in ("wav", "mp3", "flac", "ogg", "opus", "m4a", "aiff", "au"):
-        add(f"random.{ext}", rng.integers(0, 256, 30000, dtype=np.uint8).tobytes(), "error", "")
+        says = unreadable + ("|files need ffmpeg" if ext == "m4a" else "")
+        add(f"random.{ext}", rng.integers(0, 256, 30000, dtype=np.uint8).tobytes(), "error", says)
     add("image.mp3", b"\x89PNG\r\n\x1a\n" + rng.integers(0, 256, 2000, dtype=np.uint8).tobytes(), "error", "PNG image")
     add("notes.wav", b"these are my notes, not a song\n" * 20, "error", "text file")
-    add("id3_only.mp3", b"ID3\x04\x00\x00\x00\x00\x00\x00", "error", "")
+    add("id3_only.mp3", b"ID3\x04\x00\x00\x00\x00\x00\x00", "error", unreadable)
 
     # samples that are no music: silence, noise, NaN, absurd values, too short, absurd sample rate
     add("silence.wav", encode(np.zeros(round(CLIP_S * SR), np.float32), "WAV"), "error", "silent")
@@ -121,7 +131,11 @@ def write_hostile(folder: Path) -> list[Hostile]:
         whole = encode(music, fmt, subtype)
         kept, lossless = 0.55, fmt in ("WAV", "FLAC")  # the toy model's genre survives lossless coding only
         add(f"cut.{ext}", whole[: int(len(whole) * kept)], "cut", "low" if lossless else "", SECONDS * kept + 0.5)
-        add(f"cut_to_nothing.{ext}", whole[: max(int(len(whole) * 0.02), 60)], "error", "")
+        # libsndfile reads what is left of a WAV or MP3 and says how much of the announced audio that is; a FLAC or
+        # OGG it cannot read at all, and ffmpeg (where installed) may get a sliver out of them
+        too_little = "too little audio left to classify"
+        too_little += "" if fmt in ("WAV", "MP3") else "|not a readable audio file|too short"
+        add(f"cut_to_nothing.{ext}", whole[: max(int(len(whole) * 0.02), 60)], "error", too_little)
         damaged = bytearray(whole)
         middle = len(damaged) // 2
         damaged[middle : middle + 4000] = rng.integers(0, 256, 4000, dtype=np.uint8).tobytes()

@@ -1,7 +1,8 @@
 """How well a model's embeddings find music of the same genre: for each test clip of the checkpoint's own split, its
 k nearest training clips (cosine, faiss) in a library table made by `embed` over the clips' spectrograms.
 
-python -m music_genre_classification.training.neighbours --index library.parquet --model_path model.ckpt [--k 5]
+python -m studies.neighbours --index library.parquet --model_path model.ckpt [--k 5] \
+    [--output docs/results/neighbours.md]
 """
 
 from collections import Counter
@@ -11,9 +12,10 @@ import fire
 import numpy as np
 
 from music_genre_classification.config import UserError
-from music_genre_classification.serving.inference import load_checkpoint
+from music_genre_classification.models.checkpoint import load_checkpoint
 from music_genre_classification.serving.library import file_sha256, read_library
 from music_genre_classification.serving.similar import normalised
+from studies.results import Results
 
 
 def neighbour_agreement(index: str, model_path: str, k: int = 5, query_part: str = "test") -> dict:
@@ -49,13 +51,19 @@ def neighbour_agreement(index: str, model_path: str, k: int = 5, query_part: str
     }
 
 
-def main(index: str, model_path: str, k: int = 5, part: str = "test") -> None:
+def main(index: str, model_path: str, k: int = 5, part: str = "test", output: str | None = None) -> None:
     result = neighbour_agreement(index, model_path, k, part)
-    print(
-        f"{result['queries']} {part} clips, their {k} nearest of {result['train']} train clips: "
-        f"{result['same_genre']:.3f} share the genre; majority vote right {result['knn_accuracy']:.3f} "
-        f"(the model's own accuracy on them: {result['model_accuracy']:.3f})"
-    )
+    with Results(output, "neighbours") as results:
+        print(
+            f"{result['queries']} {part} clips, their {k} nearest of {result['train']} train clips: "
+            f"{result['same_genre']:.3f} share the genre; majority vote right {result['knn_accuracy']:.3f} "
+            f"(the model's own accuracy on them: {result['model_accuracy']:.3f})"
+        )
+        header = [f"{part} clips", "train clips", "k", "share the genre", "majority vote right", "model accuracy"]
+        row = [result["queries"], result["train"], k, f"{result['same_genre']:.3f}", f"{result['knn_accuracy']:.3f}"]
+        results.table(
+            f"Nearest train clips of the {part} clips ({index}):", header, [[*row, f"{result['model_accuracy']:.3f}"]]
+        )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import SR, run_cli, tone
+from helpers.audio import SR, tone
+from helpers.processes import run_cli
 
 from music_genre_classification.data.audio import load_audio
 from music_genre_classification.data.features import FEATURE_COLUMNS, TABLE_COLUMNS, FeatureExtractor

@@ -8,7 +8,8 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import CLIP_S, GENRES, SR, Server, tone
+from helpers.audio import CLIP_S, GENRES, SR, tone
+from helpers.processes import Server
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):

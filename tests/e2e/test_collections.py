@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
-from conftest import CLIP_S, REPO, SR, run_cli
+from helpers.audio import CLIP_S, SR
+from helpers.processes import REPO, run_cli
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.cache import build_cache, read_index
@@ -30,7 +31,7 @@ from music_genre_classification.models.lightning_module import GenreModule
 COUNTS = {"ambient": 60, "bass": 30, "chime": 10, "drone": 5, "treble": 3}  # unequal, a long tail
 BASE_HZ = {"ambient": 80.0, "bass": 220.0, "chime": 700.0, "drone": 1600.0, "treble": 3500.0}
 FORMATS = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", None), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", None)]
-SMALL = [  # a tiny CNN on short crops, as conftest's TRAIN_ARGS, without its genres
+SMALL = [  # a tiny CNN on short crops, as TRAIN_ARGS (helpers/processes.py), without its genres
     "datamodule.crop_columns=32",
     "datamodule.batch_size=16",
     "datamodule.crops_per_clip=2",

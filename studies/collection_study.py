@@ -1,12 +1,12 @@
 """The measurements behind the README's "Your own music": collections made from the real data, a big synthetic one,
 and peak memory of a command.
 
-    python -m music_genre_classification.training.collection_study unequal --output_path unequal/manifest.csv
-    python -m music_genre_classification.training.collection_study few_shot --checkpoint new_artists.ckpt \
+    python -m studies.collection_study unequal --output_path unequal/manifest.csv
+    python -m studies.collection_study few_shot --checkpoint new_artists.ckpt \
         --output_path few/manifest.csv
-    python -m music_genre_classification.training.collection_study synthetic --root /tmp/synthetic --clips 20000
-    python -m music_genre_classification.training.collection_study build --root /tmp/synthetic --cache_dir /tmp/cache
-    python -m music_genre_classification.training.collection_study memory python -m ... train ...
+    python -m studies.collection_study synthetic --root /tmp/synthetic --clips 20000
+    python -m studies.collection_study build --root /tmp/synthetic --cache_dir /tmp/cache
+    python -m studies.collection_study memory python -m ... train ...
 """
 
 import csv

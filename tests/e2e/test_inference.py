@@ -10,9 +10,10 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import CLIP_S, GENRES, SR, encode, run_cli, tone
+from helpers.audio import CLIP_S, GENRES, SR, encode, tone
+from helpers.processes import run_cli
 
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 
 
 @pytest.fixture(scope="module")

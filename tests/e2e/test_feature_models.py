@@ -15,13 +15,14 @@ import pytest
 import skops.io
 import soundfile as sf
 import torch
-from conftest import CLIP_S, GENRES, REPO, SR, Server, run_cli, tone, write_feature_table, write_gtzan
-from fake_telegram import TOKEN, FakeBotAPI
+from helpers.audio import CLIP_S, GENRES, SR, tone, write_feature_table, write_gtzan
+from helpers.fake_telegram import TOKEN, FakeBotAPI
+from helpers.processes import REPO, Server, run_cli
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from music_genre_classification.config import UserError
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 from music_genre_classification.training.evaluate import test as run_test
 
 GENRES_ARG = f"datamodule.genres=[{','.join(GENRES)}]"
@@ -208,7 +209,7 @@ def test_a_stored_model_holding_untrusted_code_is_refused(on_table, tmp_path):
     ],
 )
 def test_bad_features_settings_are_refused_before_any_data_is_read(tmp_path, overrides, message):
-    """UserErrors: the CLI prints them as one `error:` line (tests/test_train_test.py)."""
+    """UserErrors: the CLI prints them as one `error:` line (tests/e2e/test_train_test.py)."""
     from music_genre_classification.training.train import train as run_training
 
     with pytest.raises(UserError, match=message):

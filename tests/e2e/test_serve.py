@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import CLIP_S, GENRES, SR, Server, run_cli, tone, wait_for_port
+from helpers.audio import CLIP_S, GENRES, SR, tone
+from helpers.processes import Server, run_cli, wait_for_port
 
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 
 LIMIT_MB = 10
 

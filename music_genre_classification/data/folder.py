@@ -1,4 +1,4 @@
-"""Folder jobs (infer, features, ...): the audio files below a folder, and a resumable table of one row per file."""
+"""Folder jobs (infer, embed, features): the audio files below a folder, and a resumable table of one row per file."""
 
 import csv
 import io

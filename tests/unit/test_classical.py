@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skops.io
 import torch
-from conftest import GENRES, feature_rows, write_feature_table
+from helpers.audio import GENRES, feature_rows, write_feature_table
 from hydra.utils import instantiate
 from sklearn.model_selection import ParameterGrid
 from sklearn.pipeline import Pipeline
@@ -99,7 +99,7 @@ def test_stored_pipeline_round_trips_and_refuses_code_it_does_not_trust():
 
 
 def test_a_chunk_model_reads_each_window_as_gtzan_chunks():
-    from conftest import tone
+    from helpers.audio import tone
 
     from music_genre_classification.data.feature_data import FeatureFrontEnd
 

@@ -1,4 +1,4 @@
-"""Load benchmark of `serve`: python -m music_genre_classification.serving.load_benchmark --model_path X.ckpt
+"""Load benchmark of `serve`: python -m studies.load_benchmark --model_path X.ckpt
 
 `clients` clients send `requests` uploads each of whole 30-s clips to a server on 127.0.0.1, all at once, within
 `time_limit_s`; it prints requests/s, p50/p95 latency, errors and the server's peak memory, beside `infer` on a
@@ -21,8 +21,9 @@ import httpx
 import numpy as np
 import psutil
 
-from music_genre_classification.benchmark import whole_clips
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
+from studies.benchmark import whole_clips
+from studies.results import Results
 
 
 def folder_rate(model_path: str, files: list[Path]) -> tuple[float, float]:
@@ -134,47 +135,54 @@ def main(
     time_limit_s: float = 300,
     url: str | None = None,
     server_pid: int | None = None,
+    output: str | None = None,
 ):
-    files = whole_clips(audio_dir, clips)
-    before, folder_cpu = folder_rate(model_path, files)
-    gc.collect()
-    bodies = [multipart(p) for p in files]
-    server, usage = None, None
-    if url is None:
-        server, url = start_server(model_path, workers, max_batch)
-        server_pid = server.pid
-    try:
-        wait_ready(url)
-        warm = load(url, bodies, clients, 1, time.monotonic() + time_limit_s)  # every worker warm and loaded
-        if warm["errors"]:
-            raise SystemExit(f"error: {warm['errors']} errors while warming up")
-        if server_pid:
-            usage = ServerUsage(server_pid)
-            usage.start()
-            cpu = usage.cpu_seconds()
-        result = load(url, bodies, clients, requests, time.monotonic() + time_limit_s)
+    with Results(output, "load_benchmark"):
+        files = whole_clips(audio_dir, clips)
+        before, folder_cpu = folder_rate(model_path, files)
+        gc.collect()
+        bodies = [multipart(p) for p in files]
+        server, usage = None, None
+        if url is None:
+            server, url = start_server(model_path, workers, max_batch)
+            server_pid = server.pid
+        try:
+            wait_ready(url)
+            warm = load(url, bodies, clients, 1, time.monotonic() + time_limit_s)  # every worker warm and loaded
+            if warm["errors"]:
+                raise SystemExit(f"error: {warm['errors']} errors while warming up")
+            if server_pid:
+                usage = ServerUsage(server_pid)
+                usage.start()
+                cpu = usage.cpu_seconds()
+            result = load(url, bodies, clients, requests, time.monotonic() + time_limit_s)
+            if usage:
+                server_cpu = (usage.cpu_seconds() - cpu) / max(len(result["latencies"]), 1)
+        finally:
+            if usage:
+                usage.running = False
+            if server:
+                server.terminate()
+                server.wait(60)
+        after, _ = folder_rate(model_path, files)  # before and after: the machine's load may change meanwhile
+        folder, done = (before + after) / 2, len(result["latencies"])
+        rate = done / result["seconds"]
+        p50, p95 = np.percentile(result["latencies"], [50, 95]) * 1000 if done else (float("nan"),) * 2
+        print(f"clips: {len(files)} whole 30-s clips from {audio_dir}")
+        print(
+            f"infer on a folder of them (predict_many): {before:.1f} clips/s before the server run, {after:.1f} after"
+        )
+        where = url + (f", {workers} worker(s), max_batch {max_batch}" if server else "")
+        print(f"serve ({where}): {clients} clients x {requests} requests of one clip each, all at once")
+        print(
+            f"  {rate:.1f} requests/s ({rate / folder:.0%} of the folder rate), "
+            f"{done} done in {result['seconds']:.1f} s"
+        )
+        print(f"  latency p50 {p50:.0f} ms, p95 {p95:.0f} ms; errors: {result['errors']}")
         if usage:
-            server_cpu = (usage.cpu_seconds() - cpu) / max(len(result["latencies"]), 1)
-    finally:
-        if usage:
-            usage.running = False
-        if server:
-            server.terminate()
-            server.wait(60)
-    after, _ = folder_rate(model_path, files)  # before and after: the machine's load may change meanwhile
-    folder, done = (before + after) / 2, len(result["latencies"])
-    rate = done / result["seconds"]
-    p50, p95 = np.percentile(result["latencies"], [50, 95]) * 1000 if done else (float("nan"),) * 2
-    print(f"clips: {len(files)} whole 30-s clips from {audio_dir}")
-    print(f"infer on a folder of them (predict_many): {before:.1f} clips/s before the server run, {after:.1f} after")
-    where = url + (f", {workers} worker(s), max_batch {max_batch}" if server else "")
-    print(f"serve ({where}): {clients} clients x {requests} requests of one clip each, all at once")
-    print(f"  {rate:.1f} requests/s ({rate / folder:.0%} of the folder rate), {done} done in {result['seconds']:.1f} s")
-    print(f"  latency p50 {p50:.0f} ms, p95 {p95:.0f} ms; errors: {result['errors']}")
-    if usage:
-        print(f"  server peak memory: {usage.peak / 2**20:.0f} MB (all its processes)")
-        ms = f"{server_cpu * 1000:.0f} ms; the folder's per clip: {folder_cpu * 1000:.0f} ms"
-        print(f"  server CPU time per request: {ms} (robust to other load on the machine, unlike requests/s)")
+            print(f"  server peak memory: {usage.peak / 2**20:.0f} MB (all its processes)")
+            ms = f"{server_cpu * 1000:.0f} ms; the folder's per clip: {folder_cpu * 1000:.0f} ms"
+            print(f"  server CPU time per request: {ms} (robust to other load on the machine, unlike requests/s)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Speed figures: python -m music_genre_classification.benchmark --model_path outputs/model_full.ckpt
+"""Speed figures: python -m studies.benchmark --model_path outputs/model_full.ckpt
 
 Prints the 57 GTZAN features beside librosa's pipeline on the same clips, warm per-clip inference time (decode +
 spectrogram + model), folder throughput, cold CLI start and training throughput in crops/s. With --features: only the
@@ -24,9 +24,11 @@ from hydra.utils import instantiate
 
 from music_genre_classification.data.audio import load_audio
 from music_genre_classification.data.features import FEATURE_COLUMNS, FeatureExtractor
+from music_genre_classification.data.folder import audio_files
 from music_genre_classification.data.spectrogram import LogMel
-from music_genre_classification.serving.folder import audio_files
-from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
+from music_genre_classification.models.checkpoint import load_checkpoint
+from music_genre_classification.models.classifier import GenreClassifier
+from studies.results import Results
 
 
 def kaggle_features(path: Path, as_published: bool = False) -> np.ndarray:
@@ -273,35 +275,40 @@ def main(
     table: str = "data/dataset/features_30_sec.csv",
     profile: bool = False,
     folder: bool = False,
+    output: str | None = None,
 ):
     """All figures; --features: only the 57 GTZAN features (speed beside librosa, parity with --table); --profile:
     only the CPU time of each stage of ours; --folder: only folder clips/s before and after, and one clip's ms."""
-    classifier = None if features or profile else GenreClassifier.from_checkpoint(model_path, device="cpu")
-    files = whole_clips(audio_dir, clips)
-    if profile:
-        return feature_profile(files[:5])
-    if folder:
-        print(f"clips: {len(files)} whole 30-s clips from {audio_dir}")
-        return folder_speed(classifier, files, rounds=5, repeat=4)
-    print(f"clips: {len(files)} whole 30-s clips from {audio_dir} (torch threads: {torch.get_num_threads()})")
-    try:
-        wall, cpu = feature_speed(files[:5])
+    with Results(output, "benchmark"):
+        classifier = None if features or profile else GenreClassifier.from_checkpoint(model_path, device="cpu")
+        files = whole_clips(audio_dir, clips)
+        if profile:
+            return feature_profile(files[:5])
+        if folder:
+            print(f"clips: {len(files)} whole 30-s clips from {audio_dir}")
+            return folder_speed(classifier, files, rounds=5, repeat=4)
+        print(f"clips: {len(files)} whole 30-s clips from {audio_dir} (torch threads: {torch.get_num_threads()})")
+        try:
+            wall, cpu = feature_speed(files[:5])
+            print(
+                f"57 GTZAN features, one clip at a time (decode included, 1 torch thread), 5 clips in turn: librosa "
+                f"{wall['librosa']:.0f} ms/clip, ours {wall['ours']:.0f} ms/clip -> "
+                f"{wall['librosa'] / wall['ours']:.1f}x "
+                f"faster (CPU time {cpu['librosa']:.0f} vs {cpu['ours']:.0f} ms: {cpu['librosa'] / cpu['ours']:.1f}x)"
+            )
+            if features:
+                feature_parity(Path(audio_dir), Path(table))
+        except ImportError:
+            print("librosa is not installed: pip install librosa for the feature comparison")
+        if classifier is None:
+            return
+        folder_speed(classifier, files)
         print(
-            f"57 GTZAN features, one clip at a time (decode included, 1 torch thread), 5 clips in turn: librosa "
-            f"{wall['librosa']:.0f} ms/clip, ours {wall['ours']:.0f} ms/clip -> {wall['librosa'] / wall['ours']:.1f}x "
-            f"faster (CPU time {cpu['librosa']:.0f} vs {cpu['ours']:.0f} ms: {cpu['librosa'] / cpu['ours']:.1f}x)"
+            f"infer, cold CLI, one file:   {min(cold_start(model_path, files[0]) for _ in range(3)):.2f} s (best of 3)"
         )
-        if features:
-            feature_parity(Path(audio_dir), Path(table))
-    except ImportError:
-        print("librosa is not installed: pip install librosa for the feature comparison")
-    if classifier is None:
-        return
-    folder_speed(classifier, files)
-    print(f"infer, cold CLI, one file:   {min(cold_start(model_path, files[0]) for _ in range(3)):.2f} s (best of 3)")
-    seconds, peak_mb = long_track(model_path, files[0])
-    print(f"infer, 1-hour stereo 44.1 kHz flac: {seconds:.1f} s, peak memory {peak_mb:.0f} MB (whole CLI process)")
-    print(f"training throughput:         {train_throughput(model_path):.0f} crops/s (batch 32)")
+        seconds, peak_mb = long_track(model_path, files[0])
+        print(f"infer, 1-hour stereo 44.1 kHz flac: {seconds:.1f} s, peak memory {peak_mb:.0f} MB (whole CLI process)")
+        print(f"training throughput:         {train_throughput(model_path):.0f} crops/s (batch 32)")
 
 
 if __name__ == "__main__":

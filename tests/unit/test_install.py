@@ -5,7 +5,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _constraints() -> dict[str, str]:

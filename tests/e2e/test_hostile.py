@@ -1,4 +1,4 @@
-"""The hostile-input contract (tests/hostile.py) held for every entry point, and folder runs killed and resumed.
+"""The hostile-input contract (tests/helpers/hostile.py) held for every entry point, and folder runs killed and resumed.
 
 An entry point is a runner: (trained model, folder, cases) -> {file name: Outcome}. Adding one (`serve`, `features`)
 is writing its runner and one line in RUNNERS.
@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from conftest import CLIP_S, REPO, SR, bot_process, run_cli, tone, without_rights, write_gtzan
-from hostile import Hostile, Outcome, check, write_hostile
+from helpers.audio import CLIP_S, SR, tone, write_gtzan
+from helpers.hostile import Hostile, Outcome, check, write_hostile
+from helpers.processes import REPO, bot_process, run_cli, without_rights
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import MIN_DURATION_S, AudioError
-from music_genre_classification.serving.folder import audio_files, check_writable
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.data.folder import audio_files, check_writable
+from music_genre_classification.models.classifier import GenreClassifier
 
 DECODER_CHATTER = re.compile(r"^(Note: |Warning: |\[src/libmpg123)", re.M)
 
@@ -139,7 +140,7 @@ def features(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Out
             assert row is not None, case
         elif row is not None:
             warning = "".join(line for line in said if line.startswith("warning: "))
-            outcomes[case.name] = Outcome("genre", case.says, int(row["length"]) / SR, warning)
+            outcomes[case.name] = Outcome("genre", None, int(row["length"]) / SR, warning)
         elif any(line.startswith("warning: skipped") for line in said):
             outcomes[case.name] = Outcome("skipped")
         elif said:
@@ -151,7 +152,7 @@ def features(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Out
 def serve(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Outcome]:
     """Each regular file uploaded to the real `serve` command: 200 with a genre, or 400/415 with one JSON error."""
     import httpx
-    from conftest import Server
+    from helpers.processes import Server
 
     server = Server(folder.parent / "serve", "--model_path", str(trained["checkpoint"]))
     outcomes = {}

@@ -1,7 +1,7 @@
 """Accuracy by clip length: the evidence for the shortest audio the model may judge (MIN_DURATION_S).
 
-python -m music_genre_classification.training.clip_length --model_path outputs/new_artists.ckpt \
-    --source spectrograms --part val
+python -m studies.clip_length --model_path outputs/new_artists.ckpt --source spectrograms --part val \
+    [--output docs/results/clip_length.md]
 
 Crops of each length are cut from clips of the checkpoint's val or test part (clips never seen in training), at the
 start, middle and end of each clip, and classified the way `infer` classifies a file that short (zero padded to the
@@ -22,9 +22,11 @@ import numpy as np
 import torch
 
 from music_genre_classification.data.audio import load_audio
+from music_genre_classification.data.folder import audio_files
 from music_genre_classification.data.spectrogram import SpectrogramParams
-from music_genre_classification.serving.folder import audio_files
-from music_genre_classification.serving.inference import GenreClassifier, load_checkpoint
+from music_genre_classification.models.checkpoint import load_checkpoint
+from music_genre_classification.models.classifier import GenreClassifier
+from studies.results import Results
 
 LENGTHS_S = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0)
 Answers = dict[str, list[tuple[str, str]]]  # row name -> (true genre, answer) per crop
@@ -173,16 +175,21 @@ def check_pairs(
     return [pairs[i * len(pairs) // most] for i in range(most)] if most and len(pairs) > most else pairs
 
 
-def print_table(answers: Answers) -> None:
+def print_table(answers: Answers) -> list[list[object]]:
+    """Prints the table; returns its rows."""
     print(f"{'length':>10} {'crops':>6} {'right':>6} {'accuracy':>9}  most frequent answer")
+    rows = []
     for name, said_list in answers.items():
         if not said_list:  # every clip is shorter than this
             print(f"{name:>10} {0:6d} {'-':>6} {'-':>9}  -")
+            rows.append([name, 0, "-", "-", "-"])
             continue
         right = sum(truth == said for truth, said in said_list)
         said, times = Counter(said for _, said in said_list).most_common(1)[0]
         share = times / len(said_list)
         print(f"{name:>10} {len(said_list):6d} {right:6d} {right / len(said_list):9.3f}  {said} ({share:.0%})")
+        rows.append([name, len(said_list), right, f"{right / len(said_list):.3f}", f"{said} ({share:.0%})"])
+    return rows
 
 
 def main(
@@ -193,6 +200,7 @@ def main(
     spec_dir: str = "data/dataset/spectrograms",
     lengths: tuple[float, ...] = LENGTHS_S,
     check_clips: int | None = None,
+    output: str | None = None,
 ) -> None:
     if source not in ("spectrograms", "audio"):
         raise SystemExit(f"error: --source must be spectrograms or audio, not {source!r}")
@@ -209,22 +217,36 @@ def main(
         clips = part_clips(model_path, sorted(folder.glob("*/*.npy")), part)
     if not clips:
         raise SystemExit(f"error: no clip of the checkpoint's {part} part below {folder}")
-    if source == "spectrograms" and (pairs := check_pairs(classifier, Path(audio_dir), folder, check_clips)):
-        print(f"front-end check on {len(pairs)} clips of {audio_dir}: crops of the audio through the front end against")
-        print("the same columns cut from the stored spectrogram and renormalised; mean absolute difference (values lie")
-        print("in [0, 1]) with the cut, with the cut not renormalised, and with the audio moved by one hop (23 ms)")
-        print(f"{'length':>10} {'crops':>6} {'cut':>7} {'stored':>7} {'hop':>7}  accuracy audio / cut  same answer")
-        for name, r in front_end_check(classifier, pairs, lengths).items():
-            hop = f"{r['hop']:7.4f}" if name != "whole clip" else f"{'-':>7}"
+    with Results(output, "clip_length") as results:
+        if source == "spectrograms" and (pairs := check_pairs(classifier, Path(audio_dir), folder, check_clips)):
+            intro = f"front-end check on {len(pairs)} clips of {audio_dir}: crops of the audio through the front end"
+            print(intro + " against")
             print(
-                f"{name:>10} {r['crops']:6d} {r['cut']:7.4f} {r['stored']:7.4f} {hop}"
-                f"  {r['audio right']:14.3f} / {r['cut right']:.3f}  {r['same']:11.0%}"
+                "the same columns cut from the stored spectrogram and renormalised; mean absolute difference"
+                " (values lie"
             )
-        print()
-    genres = ", ".join(f"{g} {n}" for g, n in Counter(genre for _, genre in clips).items())
-    print(f"{len(clips)} clips of the {part} part below {folder}: {genres}")
-    score = audio_accuracy_by_length if source == "audio" else spectrogram_accuracy_by_length
-    print_table(score(classifier, clips, lengths))
+            print("in [0, 1]) with the cut, with the cut not renormalised, and with the audio moved by one hop (23 ms)")
+            print(f"{'length':>10} {'crops':>6} {'cut':>7} {'stored':>7} {'hop':>7}  accuracy audio / cut  same answer")
+            rows = []
+            for name, r in front_end_check(classifier, pairs, lengths).items():
+                hop = f"{r['hop']:7.4f}" if name != "whole clip" else f"{'-':>7}"
+                print(
+                    f"{name:>10} {r['crops']:6d} {r['cut']:7.4f} {r['stored']:7.4f} {hop}"
+                    f"  {r['audio right']:14.3f} / {r['cut right']:.3f}  {r['same']:11.0%}"
+                )
+                right = f"{r['audio right']:.3f} / {r['cut right']:.3f}"
+                rows.append(
+                    [name, r["crops"], f"{r['cut']:.4f}", f"{r['stored']:.4f}", hop.strip(), right, f"{r['same']:.0%}"]
+                )
+            print()
+            header = ["length", "crops", "cut", "stored", "hop", "accuracy audio / cut", "same answer"]
+            results.table(f"Front-end check on {len(pairs)} clips:", header, rows)
+        genres = ", ".join(f"{g} {n}" for g, n in Counter(genre for _, genre in clips).items())
+        print(f"{len(clips)} clips of the {part} part below {folder}: {genres}")
+        score = audio_accuracy_by_length if source == "audio" else spectrogram_accuracy_by_length
+        rows = print_table(score(classifier, clips, lengths))
+        header = ["length", "crops", "right", "accuracy", "most frequent answer"]
+        results.table(f"{len(clips)} clips of the {part} part ({source}):", header, rows)
 
 
 if __name__ == "__main__":

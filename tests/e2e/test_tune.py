@@ -10,7 +10,8 @@ import time
 import mlflow
 import optuna
 import pytest
-from conftest import GENRES, REPO, TRAIN_ARGS, run_cli, write_feature_table
+from helpers.audio import GENRES, write_feature_table
+from helpers.processes import REPO, TRAIN_ARGS, run_cli
 from omegaconf import OmegaConf
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState

@@ -11,11 +11,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import GENRES, SR, run_cli, tone
+from helpers.audio import GENRES, SR, tone
+from helpers.processes import run_cli
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import load_audio
-from music_genre_classification.serving.inference import GenreClassifier
+from music_genre_classification.models.classifier import GenreClassifier
 from music_genre_classification.serving.library import read_library
 from music_genre_classification.serving.library_map import run_map
 from music_genre_classification.serving.similar import normalised, run_similar

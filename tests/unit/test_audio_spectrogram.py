@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio
-from conftest import CLIP_S, SR, encode, tone
+from helpers.audio import CLIP_S, SR, encode, tone
 
 from music_genre_classification.data.audio import MIN_DURATION_S, AudioError, decode_blocks, load_audio
 from music_genre_classification.data.dataset import audio_spectrogram

@@ -1,0 +1,187 @@
+"""GenreClassifier: a checkpoint's predictor (models/predictors.py: CNN, features model or ensemble) over whole
+tracks: audio or spectrograms in, a genre, every genre's probability and a timeline of windows out.
+
+Imports stay light (no Lightning, no MLflow) so that one file is labelled quickly.
+"""
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+
+from music_genre_classification.config import UserError, first_line
+from music_genre_classification.data.audio import AudioError, decode_blocks, waveform
+from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
+from music_genre_classification.models.checkpoint import checkpoint_problem, load_checkpoint
+from music_genre_classification.models.predictors import predictor, track_embeddings, track_probabilities
+
+Window = tuple[float, float, object]  # start_s, end_s, the model's input for one window of a track
+
+
+@dataclass
+class Segment:
+    start_s: float
+    end_s: float
+    genre: str
+    probability: float
+
+
+@dataclass
+class Prediction:
+    genre: str
+    probabilities: dict[str, float]  # every genre, most likely first, summing to 1
+    duration_s: float  # of the audio really decoded and classified
+    segments: list[Segment] = field(default_factory=list)  # one per window of window_s seconds
+    warning: str | None = None  # e.g. the file ends before its header says (cut off): only what is there is judged
+    embedding: np.ndarray | None = None  # the model's embedding of the track, when asked for (`embed`)
+
+    def to_dict(self, segments: bool = True) -> dict:
+        row = {"genre": self.genre, "probabilities": self.probabilities, "duration_s": round(self.duration_s, 3)}
+        if segments:
+            row["segments"] = [vars(s) for s in self.segments]
+        if self.warning:
+            row["warning"] = self.warning
+        return row
+
+
+class GenreClassifier:
+    def __init__(self, model):
+        """`model`: a predictor from models/predictors.py (CNN, features model or ensemble)."""
+        self.model, self.genres = model, list(model.genres)
+        self.front_end = model.front_end
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | None = None) -> "GenreClassifier":
+        ckpt = load_checkpoint(path)
+        try:
+            return cls(predictor(ckpt, device))
+        except UserError as err:  # e.g. a stored pipeline that holds types not trusted
+            raise UserError(f"{path}: {err}") from None
+        except (KeyError, TypeError, ValueError, RuntimeError, InstantiationException) as err:
+            raise UserError(f"{path}: damaged or incompatible checkpoint ({checkpoint_problem(err)})") from None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.front_end.params.sample_rate
+
+    def spectrograms(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> list[Window]:
+        """A file path, or a waveform at `sample_rate` ([samples], [samples, channels] or [channels, samples]), as
+        window spectrograms."""
+        return self._track(source, sample_rate)[0]
+
+    def _track(self, source: str | Path | np.ndarray, sample_rate: int | None) -> tuple[list[Window], str | None]:
+        """Window spectrograms and the decoder's warning (a file cut off: only what is there is classified)."""
+        if isinstance(source, str | os.PathLike) and str(source).endswith(".npy"):
+            return [self._spectrogram_window(Path(source))], None
+        if isinstance(source, str | os.PathLike):
+            blocks, name = decode_blocks(source, self.sample_rate, self.front_end.params.window_s), str(source)
+        else:
+            blocks, name = [waveform(source, sample_rate, self.sample_rate)], "waveform"
+        windows = track_spectrograms(blocks, self.front_end, name)
+        return windows, getattr(blocks, "warning", None)
+
+    def check_spectrograms(self, params_json: Path) -> None:
+        """A folder of precomputed spectrograms (.npy + params.json) is fit for this model, or a UserError."""
+        if not isinstance(self.front_end, LogMel):
+            raise UserError(f"{params_json.parent}: spectrograms need a CNN checkpoint; this model reads audio")
+        try:
+            found = SpectrogramParams.from_dataset(params_json)
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"{params_json}: not a spectrogram description ({first_line(err)})") from None
+        if found != self.front_end.params:
+            raise UserError(f"{params_json} describes {found}, but the model expects {self.front_end.params}")
+
+    def _spectrogram_window(self, path: Path) -> Window:
+        """One precomputed spectrogram [n_mels, columns] (data/dataset/spectrograms) as one window."""
+        if not isinstance(self.front_end, LogMel):
+            raise AudioError(f"{path}: spectrograms need a CNN checkpoint; this model reads audio")
+        try:
+            spec = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise AudioError(f"{path}: not a readable spectrogram ({first_line(err)})") from None
+        params = self.front_end.params
+        if spec.ndim != 2 or spec.shape[0] != params.n_mels or not np.isfinite(spec).all():
+            raise AudioError(f"{path}: not a spectrogram of {params.n_mels} mel bands (shape {spec.shape})")
+        return 0.0, spec.shape[1] / params.columns_per_second, torch.from_numpy(spec.astype(np.float32))
+
+    def predict(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> Prediction:
+        windows, warning = self._track(source, sample_rate)
+        prediction = self._predict_tracks([windows])[0]
+        prediction.warning = warning
+        return prediction
+
+    def predict_many(
+        self, paths: Iterable[str | Path], batch_size: int = 16, embeddings: bool = False
+    ) -> Iterator[tuple[Path, Prediction | None, str | None]]:
+        """(path, prediction, None) or (path, None, error) per file, in order; `embeddings`: each prediction holds
+        the track's embedding.
+
+        Two threads decode and make the inputs of the next batches while the model runs on this one: decoding,
+        the front end and the network each hold one core at a time, so both cores stay busy.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
+        paths, ahead = iter(Path(p) for p in paths), deque()
+        with ThreadPoolExecutor(max_workers=2) as pool, _torch_threads(1):
+            while True:
+                while len(ahead) < 2 * batch_size and (path := next(paths, None)) is not None:
+                    ahead.append((path, pool.submit(self._safe_track, path)))
+                if not ahead:
+                    return
+                batch = [ahead.popleft() for _ in range(min(batch_size, len(ahead)))]
+                tracks = [future.result() for _, future in batch]
+                good = [windows for windows, _ in (t for t in tracks if isinstance(t, tuple))]
+                predictions = iter(self._predict_tracks(good, embeddings)) if good else iter(())
+                for (path, _), track in zip(batch, tracks):
+                    if isinstance(track, tuple):
+                        prediction = next(predictions)
+                        prediction.warning = track[1]
+                        yield path, prediction, None
+                    else:
+                        yield path, None, track
+
+    def _safe_track(self, path: Path) -> tuple[list[Window], str | None] | str:
+        try:
+            return self._track(path, None)
+        except AudioError as err:
+            return str(err)
+
+    def _predict_tracks(self, tracks: list[list[Window]], embeddings: bool = False) -> list[Prediction]:
+        if embeddings:
+            per_track, per_window, track_embedding = track_embeddings(self.model, tracks)
+        else:
+            (per_track, per_window), track_embedding = track_probabilities(self.model, tracks), [None] * len(tracks)
+        results = []
+        for track, track_probs, window_probs, embedding in zip(tracks, per_track, per_window, track_embedding):
+            segments = [
+                Segment(round(s, 3), round(e, 3), self.genres[int(p.argmax())], round(float(p.max()), 4))
+                for (s, e, _), p in zip(track, window_probs)
+            ]
+            results.append(self._prediction(track_probs, track[-1][1], segments))
+            results[-1].embedding = embedding
+        return results
+
+    def _prediction(self, probs: np.ndarray, duration_s: float, segments: list[Segment]) -> Prediction:
+        probs = probs / probs.sum()
+        order = np.argsort(-probs)
+        ranked = {self.genres[i]: float(probs[i]) for i in order}
+        return Prediction(self.genres[order[0]], ranked, duration_s, segments)
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads for a while: with the front end in worker threads beside the network, one each
+    keeps the two cores busy without the threads of one stage waiting on another's (2 each halved the rate)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,134 @@
+"""The real commands in their own processes, as a user runs them: the CLI, `serve` on a free 127.0.0.1 port, the bot
+long polling a fake Bot API; and a folder in which this process has no more rights than an ordinary user."""
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from helpers.audio import GENRES
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+# small and fast: a tiny CNN on 32-column crops of short clips (CLIP_S), on the CPU
+TRAIN_ARGS = [
+    f"datamodule.genres=[{','.join(GENRES)}]",
+    "datamodule.crop_columns=32",
+    "datamodule.batch_size=8",
+    "datamodule.crops_per_clip=8",
+    "model.net.channels=[8,16,16,32]",
+    "model.eval_hop=16",
+    "model.lr=0.01",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=12",  # with 8, the model trained on CLIP_S-long clips took a "high" test clip for "mid"
+    "+trainer.enable_progress_bar=false",
+]
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real command line, in its own process, as a user runs it."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    command = [sys.executable, "-m", "music_genre_classification.commands", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+class Server:
+    """The real `serve` command in its own process on a free 127.0.0.1 port; its log and TMPDIR under `folder`."""
+
+    def __init__(self, folder: Path, *args: str):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp, self.log = folder / "tmp", folder / "server.log"
+        self.tmp.mkdir(parents=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(self.tmp)}
+        command = [
+            sys.executable,
+            "-m",
+            "music_genre_classification.commands",
+            "serve",
+            *args,
+            "--port",
+            str(self.port),
+        ]
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, workers: int = 1, timeout: float = 120) -> None:
+        """Until each worker has logged that its models are loaded."""
+        deadline = time.monotonic() + timeout
+        while self.log_text().count("ready: ") < workers:
+            assert self.process.poll() is None, self.log_text()[-3000:]
+            assert time.monotonic() < deadline, "the server did not get ready:\n" + self.log_text()[-3000:]
+            time.sleep(0.05)
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def uploads(self) -> list[Path]:
+        """Files in the server's upload folders."""
+        return [p for folder in self.tmp.glob("genre-serve-*") for p in folder.iterdir()]
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+def wait_for_port(url: str, timeout: float = 60) -> httpx.Response:
+    """The first answer of GET {url}/health, polling fast while the port is not open yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(f"{url}/health", timeout=10)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"nothing answers on {url}"
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def bot_process(checkpoint: Path, tmp: Path, *args: str):
+    """`commands bot` in its own process, long polling a fake Bot API on 127.0.0.1, its temporary files in `tmp`."""
+    from helpers.fake_telegram import TOKEN, FakeBotAPI
+
+    with FakeBotAPI() as api:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp), "TELEGRAM_BOT_TOKEN": TOKEN}
+        command = [sys.executable, "-m", "music_genre_classification.commands", "bot", str(checkpoint)]
+        command += ["--base_url", api.base_url, *args]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            api.wait_for(lambda: "setMyCommands" in api.methods() or process.poll() is not None, timeout=120)
+            assert process.poll() is None, process.stdout.read()
+            yield api
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output[-3000:]
+
+
+@contextlib.contextmanager
+def without_rights():
+    """A folder open to all, in which this process has for a while no more rights than an ordinary user: root (as
+    here and in CI) can read and write anything, so it becomes `nobody` until the block ends."""
+    folder = Path(tempfile.mkdtemp(prefix="mgc-rights-"))
+    folder.chmod(0o777)
+    root = os.geteuid() == 0
+    try:
+        if root:
+            os.setegid(65534)
+            os.seteuid(65534)
+        yield folder
+    finally:
+        if root:
+            os.seteuid(0)
+            os.setegid(0)
+        shutil.rmtree(folder)
