@@ -68,8 +68,9 @@ def write_gtzan(root: Path, clips_per_genre: int = 8, seconds: float = CLIP_S) -
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real command line, in its own process, as a user runs it."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    """The real command line, in its own process, as a user runs it; its project folder (outputs/, .cache/) is `cwd`
+    rather than this checkout's, unless `env` sets MGC_PROJECT_DIR (to "": the checkout's, as for a user)."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "MGC_PROJECT_DIR": str(cwd), **(env or {})}
     command = [sys.executable, "-m", "music_genre_classification.commands", *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
@@ -160,10 +161,16 @@ def synthetic_gtzan(tmp_path_factory) -> Path:
 def trained(synthetic_gtzan, tmp_path_factory) -> dict:
     """One real `train` run (CLI, Hydra, Lightning, MLflow sqlite store) shared by the tests that need a model."""
     work = tmp_path_factory.mktemp("train_run")
-    result = run_cli("train", f"datamodule.root={synthetic_gtzan}", *TRAIN_ARGS, cwd=work)
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # run as a user does from any directory: it stays empty
+    folders = [f"output_dir={work / 'outputs'}", f"datamodule.cache_dir={work / '.cache' / 'spectrograms'}"]
+    environment = {"MGC_PROJECT_DIR": ""}  # the checkout's project folder, where nothing is written with `folders`
+    result = run_cli(
+        "train", f"datamodule.root={synthetic_gtzan}", *TRAIN_ARGS, *folders, cwd=elsewhere, env=environment
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {
         "work": work,
+        "cwd": elsewhere,
         "checkpoint": work / "outputs" / "model_full.ckpt",
         "stdout": result.stdout,
         "stderr": result.stderr,

@@ -33,7 +33,7 @@ def study_name(request):
 
 
 def load(work, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{work / 'optuna.db'}")
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{work / 'outputs' / 'optuna.db'}")
 
 
 def states(study: optuna.Study) -> list[str]:
@@ -50,7 +50,7 @@ def states_now(work, name: str) -> list[str]:
 
 def mlflow_runs(work, name: str) -> tuple:
     """The study's parent run and its child runs."""
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'outputs' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("music-genre-classification")
     runs = client.search_runs([experiment.experiment_id], f"tags.`optuna.study` = '{name}'")
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -104,7 +104,7 @@ def test_a_bad_search_space_is_one_line_before_any_trial(tmp_path):
     result = run_cli("tune", "tune=features_logreg", "~tune.params", f"+tune.params={space}", cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr == "error: tune.params.model.pipeline.nope: no such key in the config (a leading + adds one)\n"
-    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "outputs").exists()
+    assert not list(tmp_path.iterdir())  # nothing written: no store, no outputs
     for spec in ("between(1, 2)", "interval(2, 1)", "range(0.5, 2)", "tag(log, choice(1, 2))", "3", "[1, 2]"):
         with pytest.raises(UserError, match=r"^tune.params.model.lr: cannot read|is not a search distribution"):
             parse_param("model.lr", spec)
@@ -149,7 +149,7 @@ def test_cnn_study_prunes_a_hopeless_trial_from_its_epochs(synthetic_gtzan, tmp_
 
 
 def tune_process(cwd, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MGC_PROJECT_DIR": str(cwd)}
     command = [sys.executable, "-m", "music_genre_classification.commands", "tune", *args]
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -162,7 +162,10 @@ def test_a_killed_study_resumes_with_the_same_command_and_runs_the_killed_trial_
     deadline = time.monotonic() + 300
     while True:  # SIGKILL in the middle of trial 1: nothing of the process can clean up
         assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
-        if (tmp_path / "optuna.db").exists() and states_now(tmp_path, study_name) == ["COMPLETE", "RUNNING"]:
+        if (tmp_path / "outputs" / "optuna.db").exists() and states_now(tmp_path, study_name) == [
+            "COMPLETE",
+            "RUNNING",
+        ]:
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from music_genre_classification.config import UserError, build, compose, to_dict
+from music_genre_classification.config import UserError, artifact_location, build, compose, to_dict
 from music_genre_classification.data.collection import is_auto
 from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.models.calibration import fit_temperature
@@ -138,7 +138,10 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
     features = is_features_run(cfg)
     run_dir = new_run_dir(cfg.output_dir)
     cfg.run_dir = str(run_dir)
-    logger = build(cfg.logger, run_id=mlflow_run_id) if cfg.get("logger") else False
+    logger = False
+    if cfg.get("logger"):
+        store = {"artifact_location": artifact_location(cfg.logger.tracking_uri, cfg.output_dir)}
+        logger = build(cfg.logger, run_id=mlflow_run_id, **(store if "tracking_uri" in cfg.logger else {}))
     if features:
         from music_genre_classification.training.train_features import train_features
 

@@ -23,7 +23,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from music_genre_classification.config import CONFIG_DIR, UserError, build, compose, first_line
+from music_genre_classification.config import (
+    CONFIG_DIR,
+    UserError,
+    artifact_location,
+    build,
+    compose,
+    first_line,
+    make_sqlite_folder,
+)
 from music_genre_classification.training.train import fit
 
 DIRECTIONS = {"val/loss": "minimize", "val/f1": "maximize", "val/acc": "maximize"}
@@ -139,6 +147,7 @@ def open_study(settings: DictConfig, user_overrides: list[str]) -> optuna.Study:
         )
 
     try:
+        make_sqlite_folder(url)
         with one_at_a_time(url):
             study = load()
     except ImportError as err:
@@ -197,11 +206,14 @@ class Tracking:
             return
         from mlflow import MlflowClient
 
-        with one_at_a_time(cfg.logger.tracking_uri):  # the first process creates the store and the parent run
-            self.client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+        uri = cfg.logger.tracking_uri
+        make_sqlite_folder(uri)
+        with one_at_a_time(uri):  # the first process creates the store and the parent run
+            self.client = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(cfg.logger.experiment_name)
+            location = artifact_location(uri, cfg.output_dir)
             self.experiment_id = (
-                found.experiment_id if found else self.client.create_experiment(cfg.logger.experiment_name)
+                found.experiment_id if found else self.client.create_experiment(cfg.logger.experiment_name, location)
             )
             self.parent = study.user_attrs.get("mlflow_parent_run_id")
             if self.parent is None:
