@@ -97,8 +97,9 @@ def first_line(err: object) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-# libmpg123 (inside libsndfile, see data/audio.py) prints notes about damaged MP3 frames straight to file descriptor 2
-DECODER_NOTES = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/)")
+# libmpg123 (inside libsndfile, see data/audio.py) prints notes about damaged MP3 frames straight to file descriptor 2,
+# and libsndfile its own internal failures on a damaged file, which the file's warning or error already says
+DECODER_NOTES = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/|Internal psf_\w+\(\) failed)")
 
 
 def drop_decoder_notes() -> None:

@@ -74,6 +74,8 @@ def test_features_study_chooses_on_val_and_writes_a_config_that_reproduces_its_b
         saved = json.loads((run_dir / "val_metrics.json").read_text())
         assert saved["val/f1"] == trial.value and saved["chosen"] == {}  # the study's values, not the model's grid
     assert "best trials by val/f1" in result.stdout and "parameter importances: " in result.stdout
+    printed = result.stdout + result.stderr  # the command's own lines: no Optuna or MLflow notes
+    assert "[I " not in printed and "Creating initial MLflow database tables" not in printed, printed[-3000:]
     out = tmp_path / "outputs" / "tune" / study_name
     assert {"trials.csv", "history.png", "importances.png"} <= {p.name for p in out.iterdir()}
     assert len((out / "trials.csv").read_text().splitlines()) == 6

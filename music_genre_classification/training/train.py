@@ -81,6 +81,8 @@ def make_trainer(cfg: DictConfig, logger, history: History, validate: bool, extr
     callbacks = [build(c) for c in wanted.values()] + [history, *extra]
     progress_bar = cfg.trainer.get("enable_progress_bar", show_progress_bar())
     trainer_args["enable_progress_bar"] = progress_bar
+    # Lightning's layer table (ending in "Total FLOPs: 0" on the CPU) is left out unless asked for
+    trainer_args["enable_model_summary"] = cfg.trainer.get("enable_model_summary", False)
     if not progress_bar:
         callbacks.append(EpochLine())
     return build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir, **trainer_args)

@@ -32,6 +32,7 @@ from music_genre_classification.config import (
     first_line,
     make_sqlite_folder,
 )
+from music_genre_classification.training.progress import quiet_third_parties
 from music_genre_classification.training.train import fit
 
 DIRECTIONS = {"val/loss": "minimize", "val/f1": "maximize", "val/acc": "maximize"}
@@ -322,6 +323,8 @@ def objective(study: optuna.Study, base: DictConfig, space: list[Param], setting
 
 def tune(overrides: list[str]) -> optuna.Study:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retries, plots
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial of its own: the table at the end says it
+    quiet_third_parties()  # MLflow's table creation, alembic
     cfg = compose("tune", overrides, hydra_config=True)
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
