@@ -26,10 +26,10 @@ FOREST_SPACE = ["~tune.params", "+tune.params={model.pipeline.classifier.min_sam
 
 @pytest.fixture
 def study_name(request):
-    """A study of its own; its experiment config (written into configs/experiment) is removed after the test."""
+    """A study of its own, whose experiment config goes to its tune folder, never into the project's configs/."""
     name = f"pytest_{request.node.name.removeprefix('test_')[:24]}_{os.getpid()}"
     yield name
-    (REPO / "configs" / "experiment" / f"tuned_{name}.yaml").unlink(missing_ok=True)
+    assert not (REPO / "configs" / "experiment" / f"tuned_{name}.yaml").exists()
 
 
 def load(work, name: str) -> optuna.Study:
@@ -61,7 +61,9 @@ def mlflow_runs(work, name: str) -> tuple:
 def test_features_study_chooses_on_val_and_writes_a_config_that_reproduces_its_best_trial(tmp_path, study_name):
     table = write_feature_table(tmp_path / "features.csv", clips_per_genre=12)
     args = ["tune=features_logreg", f"datamodule.root={table}", GENRES_ARG, f"tune.study_name={study_name}"]
-    result = run_cli("tune", *args, "tune.n_trials=5", "tune.metric=val/f1", cwd=tmp_path)
+    elsewhere, project = tmp_path / "elsewhere", {"MGC_PROJECT_DIR": str(tmp_path)}  # run from any directory
+    elsewhere.mkdir()
+    result = run_cli("tune", *args, "tune.n_trials=5", "tune.metric=val/f1", cwd=elsewhere, env=project)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     study = load(tmp_path, study_name)
@@ -89,8 +91,14 @@ def test_features_study_chooses_on_val_and_writes_a_config_that_reproduces_its_b
 
     (command,) = [line.split(":", 1)[1].split() for line in result.stdout.splitlines() if "reproduce it:" in line]
     assert command[:4] == ["python", "-m", "music_genre_classification.commands", "train"]
-    again = run_cli(*command[3:], cwd=tmp_path)  # pasted as printed, from the same folder
+    experiment = out / "experiment" / f"tuned_{study_name}.yaml"
+    assert (
+        command[4:] == [f"hydra.searchpath=[file://{out}]", f"experiment=tuned_{study_name}"] and experiment.is_file()
+    )
+    again = run_cli(*command[3:], cwd=elsewhere, env=project)  # pasted as printed, from the same folder
     assert again.returncode == 0, again.stderr[-3000:]
+    assert not list(elsewhere.iterdir())  # the stores (optuna.db, mlflow.db, mlruns/) are in the project's outputs
+    assert {"optuna.db", "mlflow.db", "mlruns"} <= {p.name for p in (tmp_path / "outputs").iterdir()}
     run_dir = (tmp_path / "outputs" / "model_full.ckpt").resolve().parent.parent
     assert json.loads((run_dir / "val_metrics.json").read_text())["val/f1"] == pytest.approx(study.best_value)
 
@@ -145,8 +153,10 @@ def test_cnn_study_prunes_a_hopeless_trial_from_its_epochs(synthetic_gtzan, tmp_
     assert (tmp_path / "outputs" / "tune" / study_name / "epochs.png").is_file()
     _, _, children = mlflow_runs(tmp_path, study_name)
     assert {c.data.tags["optuna.trial"]: c.info.status for c in children} == {"0": "FINISHED", "1": "KILLED"}
-    assert f"reproduce it:    python -m music_genre_classification.commands train experiment=tuned_{study_name}" in (
-        result.stdout
+    search_path = f"hydra.searchpath=[file://{tmp_path / 'outputs' / 'tune' / study_name}]"
+    assert (
+        f"reproduce it:    python -m music_genre_classification.commands train {search_path} "
+        f"experiment=tuned_{study_name}" in result.stdout
     )
 
 

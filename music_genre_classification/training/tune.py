@@ -2,7 +2,9 @@
 
 The study lives in `tune.storage`, so the same command resumes it and several processes (on one machine, or on many
 with a PostgreSQL or MySQL server) share it. At the end: the best trials, parameter importances, plots, and the best
-trial as configs/experiment/tuned_<study_name>.yaml.
+trial as an experiment config, <output_dir>/tune/<study_name>/experiment/tuned_<study_name>.yaml (never in configs/:
+`train hydra.searchpath=[file://<that tune folder>] experiment=tuned_<study_name>` uses it where it is; copied into
+configs/experiment, it becomes one of the project's recipes).
 """
 
 import contextlib
@@ -10,6 +12,7 @@ import copy
 import hashlib
 import os
 import re
+import shlex
 import socket
 import sys
 import tempfile
@@ -24,7 +27,6 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from music_genre_classification.config import (
-    CONFIG_DIR,
     UserError,
     artifact_location,
     build,
@@ -403,13 +405,15 @@ def report(study: optuna.Study, cfg: DictConfig, choices: dict, space: list[Para
         plots.append(plot(optuna.visualization.matplotlib.plot_intermediate_values(study), out / "epochs.png"))
 
     best = study.best_trial
-    experiment = write_experiment(best, study, cfg, choices, space)
-    command = f"python -m music_genre_classification.commands train experiment={experiment.stem}"
+    experiment = write_experiment(best, study, cfg, choices, space, out)
+    search_path = shlex.quote(f"hydra.searchpath=[{out.resolve().as_uri()}]")
+    command = f"python -m music_genre_classification.commands train {search_path} experiment={experiment.stem}"
     print(
         f"best: trial {best.number}, {settings.metric} {best.value:.4f}, "
         + ", ".join(f"{k}={v}" for k, v in best.params.items())
         + f"\nrun directory:   {best.user_attrs.get('run_dir')}\nexperiment:      {experiment}"
         f"\nreproduce it:    {command}\ntable and plots: {out}"
+        f"\nto keep it with the project's recipes: cp {shlex.quote(str(experiment))} configs/experiment/"
     )
     tracking.finish([out / "trials.csv", *plots, experiment], {f"best_{settings.metric}": best.value})
 
@@ -425,9 +429,10 @@ def plot(axes, path: Path) -> Path:
     return path
 
 
-def write_experiment(trial, study: optuna.Study, cfg: DictConfig, choices: dict, space: list[Param]) -> Path:
-    """configs/experiment/tuned_<study>.yaml: the groups the trial's config picked and every value it changed from
-    what those groups give, so that `train experiment=tuned_<study>` composes the trial's config again."""
+def write_experiment(trial, study: optuna.Study, cfg: DictConfig, choices: dict, space: list[Param], out: Path) -> Path:
+    """<out>/experiment/tuned_<study>.yaml: the groups the trial's config picked and every value it changed from
+    what those groups give, so that `train hydra.searchpath=[file://<out>] experiment=tuned_<study>` composes the
+    trial's config again. Never written into configs/: a study does not overwrite the project's recipes."""
     groups = []  # overrides of train.yaml's groups, each only where the groups before it did not bring it already
     for group in TRAIN_GROUPS:
         now = compose("train", [f"{g}={c}" if c else f"~{g}" for g, c in groups], hydra_config=True)
@@ -439,12 +444,14 @@ def write_experiment(trial, study: optuna.Study, cfg: DictConfig, choices: dict,
         del values.tune
     changed = difference(OmegaConf.to_container(values), OmegaConf.to_container(plain)) or {}
     changed.pop("run_dir", None)
-    path = CONFIG_DIR / "experiment" / f"tuned_{study.study_name}.yaml"
+    path = out / "experiment" / f"tuned_{study.study_name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     metric = cfg.tune.metric
     header = [
         "# @package _global_",
         f"# Trial {trial.number} of the Optuna study {study.study_name!r}, the best by {metric} ({trial.value:.4f}),",
-        f"# written by `tune`. Reproduce it: train experiment={path.stem}",
+        f"# written by `tune`. Reproduce it: train hydra.searchpath=[{out.resolve().as_uri()}] experiment={path.stem}",
+        "# or copy this file into configs/experiment/ and: train experiment=" + path.stem,
     ]
     defaults = {"defaults": [{f"override /{g}": c} for g, c in groups]} if groups else {}
     body = OmegaConf.to_yaml(OmegaConf.create({**defaults, **changed}))
