@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 from conftest import CLIP_S, GENRES, SR, Server, run_cli, tone, wait_for_port
 
+from music_genre_classification.palette import genre_colours
 from music_genre_classification.serving.inference import GenreClassifier
 
 LIMIT_MB = 10
@@ -112,6 +113,7 @@ def test_models_lists_every_checkpoint_with_its_metrics_and_model_picks_one(trai
             "kind": "cnn",
             "genres": GENRES,
             "val_metrics": stored,
+            "colours": genre_colours(GENRES),  # the web page's colours: the map's
             "default": default,
         }
     response = post(client, server, encode(tone("low", 4, seconds=CLIP_S)), query="?model=second")
@@ -182,6 +184,14 @@ def test_bad_requests_get_json_errors(client, request_args, status, message):
 def test_unknown_route_is_a_json_404(client):
     response = client.get("/nothing")
     assert response.status_code == 404 and response.json() == {"error": "Not Found"}
+
+
+def test_the_page_and_its_icon_load_without_a_404(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'rel="icon"' in page.text
+    icon = client.get("/favicon.ico")  # what a browser asks for on every visit
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert icon.content.startswith(b"<svg")
 
 
 def test_sixteen_clients_at_once_all_get_their_genre(server):
