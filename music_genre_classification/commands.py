@@ -224,6 +224,7 @@ def fma_manifest(tracks_csv: str, audio_dir: str, output_path: str, subset: str 
 
 
 def main() -> None:
+    """`music-genre COMMAND ...` and `python -m music_genre_classification.commands COMMAND ...`"""
     from music_genre_classification.config import drop_decoder_notes
 
     drop_decoder_notes()
@@ -231,6 +232,64 @@ def main() -> None:
     library = {"embed": embed, "map": map_, "similar": similar}
     more = {"ensemble": ensemble, "calibrate": calibrate, "tune": tune, "fma_manifest": fma_manifest}
     fire.Fire(commands | more | library)
+
+
+def _alone(command: Callable, name: str) -> None:
+    """One command as its own program (a console script of pyproject.toml): `train ...` is `music-genre train ...`."""
+    from music_genre_classification.config import drop_decoder_notes
+
+    drop_decoder_notes()
+    fire.Fire(command, name=name)
+
+
+# the console scripts beside `music-genre` (pyproject.toml [project.scripts]): `poetry run train`, or `train` in the
+# activated environment
+def train_script() -> None:
+    _alone(train, "train")
+
+
+def test_script() -> None:
+    _alone(test, "test")
+
+
+def infer_script() -> None:
+    _alone(infer, "infer")
+
+
+def serve_script() -> None:
+    _alone(serve, "serve")
+
+
+def bot_script() -> None:
+    _alone(bot, "bot")
+
+
+def embed_script() -> None:
+    _alone(embed, "embed")
+
+
+def similar_script() -> None:
+    _alone(similar, "similar")
+
+
+def map_script() -> None:
+    _alone(map_, "map")
+
+
+def tune_script() -> None:
+    _alone(tune, "tune")
+
+
+def ensemble_script() -> None:
+    _alone(ensemble, "ensemble")
+
+
+def calibrate_script() -> None:
+    _alone(calibrate, "calibrate")
+
+
+def features_script() -> None:
+    _alone(features, "features")
 
 
 if __name__ == "__main__":
