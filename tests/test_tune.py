@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def test_features_study_chooses_on_val_and_writes_a_config_that_reproduces_its_b
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"history.png", "importances.png", "trials.csv", f"tuned_{study_name}.yaml"} <= logged
 
-    (command,) = [line.split(":", 1)[1].split() for line in result.stdout.splitlines() if "reproduce it:" in line]
+    (command,) = [shlex.split(line.split(":", 1)[1]) for line in result.stdout.splitlines() if "reproduce it:" in line]
     assert command[:4] == ["python", "-m", "music_genre_classification.commands", "train"]
     experiment = out / "experiment" / f"tuned_{study_name}.yaml"
     assert (
@@ -153,7 +154,7 @@ def test_cnn_study_prunes_a_hopeless_trial_from_its_epochs(synthetic_gtzan, tmp_
     assert (tmp_path / "outputs" / "tune" / study_name / "epochs.png").is_file()
     _, _, children = mlflow_runs(tmp_path, study_name)
     assert {c.data.tags["optuna.trial"]: c.info.status for c in children} == {"0": "FINISHED", "1": "KILLED"}
-    search_path = f"hydra.searchpath=[file://{tmp_path / 'outputs' / 'tune' / study_name}]"
+    search_path = f"'hydra.searchpath=[file://{tmp_path / 'outputs' / 'tune' / study_name}]'"  # quoted for a shell
     assert (
         f"reproduce it:    python -m music_genre_classification.commands train {search_path} "
         f"experiment=tuned_{study_name}" in result.stdout
