@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from music_genre_classification.config import UserError, build, compose, to_dict
+from music_genre_classification.config import UserError, artifact_location, build, compose, to_dict
 from music_genre_classification.data.collection import is_auto
 from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.models.calibration import fit_temperature
@@ -53,6 +53,8 @@ def make_trainer(cfg: DictConfig, logger, history: History, validate: bool, extr
     callbacks = [build(c) for c in wanted.values()] + [history, *extra]
     progress_bar = cfg.trainer.get("enable_progress_bar", show_progress_bar())
     trainer_args["enable_progress_bar"] = progress_bar
+    # Lightning's layer table (ending in "Total FLOPs: 0" on the CPU) is left out unless asked for
+    trainer_args["enable_model_summary"] = cfg.trainer.get("enable_model_summary", False)
     if not progress_bar:
         callbacks.append(EpochLine())
     return build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir, **trainer_args)
@@ -110,7 +112,10 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
     features = is_features_run(cfg)
     run_dir = new_run_dir(cfg.output_dir)
     cfg.run_dir = str(run_dir)
-    logger = build(cfg.logger, run_id=mlflow_run_id) if cfg.get("logger") else False
+    logger = False
+    if cfg.get("logger"):
+        store = {"artifact_location": artifact_location(cfg.logger.tracking_uri, cfg.output_dir)}
+        logger = build(cfg.logger, run_id=mlflow_run_id, **(store if "tracking_uri" in cfg.logger else {}))
     if features:
         from music_genre_classification.training.train_features import train_features
 
