@@ -80,6 +80,25 @@ class MusicnnFrontEnd(nn.Module):
         return torch.log10(1.0 + LOG_GAIN * mel).reshape(*shape, mel.shape[1], N_MELS)
 
 
+def resample_for_musicnn(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Mono audio (..., samples) at `sample_rate` -> 16 kHz through resampy's 'kaiser_best' filter.
+
+    That was librosa's resampler when musicnn was trained; the top mel bands, and with them the tags, depend on how
+    steep the anti-aliasing filter is (docs/musicnn.md has the measured differences).
+    """
+    if sample_rate == SAMPLE_RATE:
+        return waveform.float()
+    return AF.resample(
+        waveform.float(),
+        sample_rate,
+        SAMPLE_RATE,
+        lowpass_filter_width=64,
+        rolloff=0.9475937167399596,
+        resampling_method="sinc_interp_kaiser",
+        beta=14.769656459379492,
+    )
+
+
 def _bn(channels: int, dims: int = 1) -> nn.Module:
     return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels, eps=BN_EPS)
 
@@ -177,15 +196,20 @@ class MusicnnBackbone(nn.Module):
         self.frontend = MusicnnFrontEnd()
         self.network = MusicnnNetwork(len(self.tag_names))
 
-    def patches(self, waveform: torch.Tensor, max_patches: int | None = None) -> torch.Tensor:
-        """A clip's 16 kHz waveform (samples,) -> its log-mel patches (patches, 187, 96)."""
-        mel = self.frontend(waveform)
+    def patches(
+        self, waveform: torch.Tensor, max_patches: int | None = None, sample_rate: int = SAMPLE_RATE
+    ) -> torch.Tensor:
+        """A clip's mono waveform (samples,) -> its log-mel patches (patches, 187, 96)."""
+        mel = self.frontend(resample_for_musicnn(waveform, sample_rate))
         if mel.shape[0] < PATCH_FRAMES:  # log10(1 + 0) = 0: silence fills a short clip's only patch
             mel = F.pad(mel, (0, 0, 0, PATCH_FRAMES - mel.shape[0]))
         return torch.stack([mel[s : s + PATCH_FRAMES] for s in patch_starts(mel.shape[0], max_patches)])
 
-    def forward(self, waveform: torch.Tensor, max_patches: int | None = None) -> MusicnnOutput:
-        out = self.network(self.patches(waveform, max_patches))
+    def forward(
+        self, waveform: torch.Tensor, max_patches: int | None = None, sample_rate: int = SAMPLE_RATE
+    ) -> MusicnnOutput:
+        """One clip's mono waveform (samples,) at `sample_rate` -> its outputs; `max_patches` spread evenly."""
+        out = self.network(self.patches(waveform, max_patches, sample_rate))
         return MusicnnOutput(
             patch_tags=out["tags"],
             patch_penultimate=out["penultimate"],
