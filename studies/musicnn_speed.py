@@ -1,6 +1,6 @@
 """How fast the musicnn backbone tags a 30-s clip on the CPU, beside the project's default CNN: ms per clip.
 
-    python studies/musicnn_speed.py [--threads 2] [--rounds 5] [--clip data/dataset/genres_original/blues/blues.00000.wav]
+    python studies/musicnn_speed.py [--threads 2] [--rounds 5] [--clip CLIP.wav]
 
 Rows: the default CNN (log-mel + GenreCNN as configs/model/cnn.yaml, folded for inference, crops as at inference);
 musicnn from 22.05 kHz audio (resampling, front end, network) with 10, 5 or 3 patches per 30-s window; its network
@@ -182,9 +182,8 @@ def main() -> None:
         gap = np.abs(out[0] - network(patches)["tags"].numpy()).max()
     for count in (10, 5, 3):
         small = {"mel": patches[:count].numpy()}
-        print(
-            f"{f'ONNX Runtime network, {count} patches':58s} {timed(lambda f=small: session.run(None, f), args.rounds):8.1f}"
-        )
+        ms = timed(lambda f=small: session.run(None, f), args.rounds)
+        print(f"{f'ONNX Runtime network, {count} patches':58s} {ms:8.1f}")
     print(f"  (its tags differ from PyTorch's by at most {gap:.1e})")
 
 
