@@ -5,7 +5,8 @@
 Rows: the default CNN (log-mel + GenreCNN as configs/model/cnn.yaml, folded for inference, crops as at inference);
 musicnn from 22.05 kHz audio (resampling, front end, network) with 10, 5 or 3 patches per 30-s window; its network
 alone with one patch at a time or several clips at once; no_grad against inference_mode; the network with its
-frequency max-pool taken before the batch norm (`fast=True`: the same outputs, one pass less over the timbral maps);
+frequency max-pool taken before the batch norm (the same outputs, one pass less over the timbral maps) and its timbral
+convolutions computed three ways;
 ONNX Runtime when `onnxruntime` (and `onnx`, `onnxscript` for the export) can be imported. Each figure is the median
 of `rounds` timed runs after one warm-up; the network's weights do not change its speed, so the CNN's are random.
 """
@@ -66,23 +67,45 @@ def default_cnn() -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
 
 class FastNetwork(MusicnnNetwork):
     """musicnn with the front end's batch norms applied after the frequency max-pool: max(a x + b) = a max(x) + b
-    for a >= 0 and a min(x) + b for a < 0, so the big (batch, 204, frames, bands) maps are read once less."""
+    for a >= 0 and a min(x) + b for a < 0, so the big (batch, 204, frames, bands) maps are read once less.
+
+    `timbral`: how the two timbral convolutions (1 input channel, 7 x 38 and 7 x 67 kernels) are computed: "conv"
+    (PyTorch's Conv2d), "bands" (the kernel's bands unfolded into input channels, then a 7 x 1 convolution over 38 or
+    67 channels) or "im2col" (every 7 x w window unfolded, then one matrix product).
+    """
+
+    def __init__(self, timbral: str = "conv") -> None:
+        super().__init__(50)
+        self.timbral_mode = timbral
+
+    def timbral_maps(self, conv: torch.nn.Conv2d, padded: torch.Tensor) -> torch.Tensor:
+        width = conv.kernel_size[1]
+        if self.timbral_mode == "bands":  # (batch, 1, time, bands) -> (batch, width, time, bands - width + 1)
+            windows = padded[:, 0].unfold(2, width, 1).permute(0, 3, 1, 2)
+            weight = conv.weight.permute(0, 3, 2, 1)  # (out, width, 7, 1)
+            return torch.nn.functional.conv2d(windows, weight, conv.bias)
+        if self.timbral_mode == "im2col":
+            frames, bands = padded.shape[2] - 6, padded.shape[3] - width + 1
+            columns = torch.nn.functional.unfold(padded, conv.kernel_size)  # (batch, 7 * width, frames * bands)
+            out = torch.matmul(conv.weight.flatten(1), columns) + conv.bias[:, None]
+            return out.view(padded.shape[0], -1, frames, bands)
+        return conv(padded)
 
     def frontend(self, patches: torch.Tensor) -> torch.Tensor:
         x = self.input_bn(patches.unsqueeze(1))
-        maps = []
         padded = torch.nn.functional.pad(x, (0, 0, 3, 3))
-        convs = [(conv, bn, padded) for conv, bn in zip(self.timbral, self.timbral_bn)]
+        maps = [(self.timbral_maps(conv, padded), bn) for conv, bn in zip(self.timbral, self.timbral_bn)]
         for length, conv, bn in zip(self.temporal_lengths, self.temporal, self.temporal_bn):
             before = (length - 1) // 2
-            convs.append((conv, bn, torch.nn.functional.pad(x, (0, 0, before, length - 1 - before))))
-        for conv, bn, inputs in convs:
-            out = torch.relu(conv(inputs))
+            maps.append((conv(torch.nn.functional.pad(x, (0, 0, before, length - 1 - before))), bn))
+        pooled_maps = []
+        for out, bn in maps:
+            out = torch.relu(out)
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
             shift = bn.bias - bn.running_mean * scale
             pooled = torch.where(scale[:, None] >= 0, out.amax(dim=3), out.amin(dim=3))
-            maps.append(pooled * scale[:, None] + shift[:, None])
-        return torch.cat(maps, dim=1)
+            pooled_maps.append(pooled * scale[:, None] + shift[:, None])
+        return torch.cat(pooled_maps, dim=1)
 
 
 def onnx_session(network: torch.nn.Module, threads: int):
@@ -162,15 +185,17 @@ def main() -> None:
             f"{timed(lambda: network(patches), args.rounds):8.1f}"
         )
 
-    fast = FastNetwork(50)
-    fast.load_state_dict(network.state_dict())
-    fast.eval()
-    with torch.inference_mode():
-        same = max((fast(patches)[k] - network(patches)[k]).abs().max().item() for k in ("tags", "penultimate"))
-        for count in (10, 5, 3):
-            ms = timed(lambda c=count: fast(patches[:c]), args.rounds)
-            print(f"{f'musicnn network, BN after max-pool, {count} patches':58s} {ms:8.1f}")
-    print(f"  (its tags and penultimate differ from the plain network's by at most {same:.1e})")
+    for mode in ("conv", "bands", "im2col"):
+        fast = FastNetwork(mode)
+        fast.load_state_dict(network.state_dict())
+        fast.eval()
+        with torch.inference_mode():
+            reference = network(patches)
+            same = max((fast(patches)[k] - reference[k]).abs().max().item() for k in ("tags", "penultimate"))
+            for count in (10, 5, 3):
+                ms = timed(lambda c=count, f=fast: f(patches[:c]), args.rounds)
+                print(f"{f'musicnn network, BN after max-pool, timbral {mode}, {count} patches':58s} {ms:8.1f}")
+        print(f"  (its tags and penultimate differ from the plain network's by at most {same:.1e})")
 
     session = onnx_session(network, args.threads)
     if session is None:
