@@ -173,7 +173,9 @@ def main() -> None:
             )
         for count in (10, 5, 3):
             rows[f"musicnn network, {count} patches in one batch"] = lambda c=count: network(patches[:c])
-        rows["musicnn network, 10 patches one at a time"] = lambda: [network(p[None]) for p in patches]
+        for size in (1, 2, 3):
+            name = f"musicnn network, 10 patches, {size} at a time"
+            rows[name] = lambda n=size: [network(part) for part in patches.split(n)]
         four = patches.repeat(4, 1, 1)
         rows["musicnn network, 4 clips x 10 patches in one batch (/4)"] = lambda: network(four)
         for name, run in rows.items():
@@ -209,6 +211,10 @@ def main() -> None:
         small = {"mel": patches[:count].numpy()}
         ms = timed(lambda f=small: session.run(None, f), args.rounds)
         print(f"{f'ONNX Runtime network, {count} patches':58s} {ms:8.1f}")
+    for size in (1, 2, 5):
+        parts = [{"mel": part.numpy()} for part in patches.split(size)]
+        ms = timed(lambda p=parts: [session.run(None, f) for f in p], args.rounds)
+        print(f"{f'ONNX Runtime network, 10 patches, {size} at a time':58s} {ms:8.1f}")
     print(f"  (its tags differ from PyTorch's by at most {gap:.1e})")
 
 

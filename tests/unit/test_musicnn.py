@@ -1,6 +1,8 @@
 """The musicnn port against the original TensorFlow model on real GTZAN clips (fixture: studies/musicnn_reference.py)."""
 
 import json
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from music_genre_classification.models.musicnn import (
     weights_metadata,
     weights_path,
 )
+from music_genre_classification.models.musicnn_convert import CHECKPOINTS, LAYERS, convert_musicnn_weights
 from music_genre_classification.models.musicnn_convert import main as convert_main
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "musicnn_reference.npz"
@@ -101,3 +104,75 @@ def test_conversion_refuses_what_is_not_the_musicnn_wheel(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert convert_main([str(tmp_path)]) == 2
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes | int) -> bytes:
+    if isinstance(payload, int):
+        return _varint(number << 3) + _varint(payload)
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _table_block(entries: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(_varint(0) + _varint(len(k)) + _varint(len(v)) + k + v for k, v in entries)
+    return body + struct.pack("<II", 0, 1) + b"\0" * 5  # one restart point; trailer: no compression, crc
+
+
+def tf_checkpoint(tensors: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
+    """A TF2-format checkpoint (.index, .data) as TensorFlow's BundleWriter lays it out, written by hand."""
+    data, entries = b"", [(b"", _field(1, 1) + _field(3, _field(1, 1)))]  # the header: 1 shard, version 1
+    for name in sorted(tensors):
+        raw = np.ascontiguousarray(tensors[name], dtype="<f4").tobytes()
+        shape = b"".join(_field(2, _field(1, d)) for d in tensors[name].shape)
+        entries.append((name.encode(), _field(1, 1) + _field(2, shape) + _field(4, len(data)) + _field(5, len(raw))))
+        data += raw
+    block = _table_block(entries)
+    meta = _table_block([])
+    index = _table_block([(b"\xff", _varint(0) + _varint(len(block) - 5))])
+    handles = _varint(len(block)) + _varint(len(meta) - 5) + _varint(len(block) + len(meta)) + _varint(len(index) - 5)
+    footer = handles.ljust(40, b"\0") + struct.pack("<Q", 0xDB4775248B80FB57)
+    return block + meta + index + footer, data
+
+
+def test_conversion_reads_the_tf_checkpoint_layout_into_the_committed_weights(tmp_path):
+    """The committed weights, put back into TensorFlow's names and layouts inside a wheel, convert to themselves."""
+    layers = {module: layer for layer, module in LAYERS.items()}
+    parameters = {"weight": "kernel", "bias": "bias", "running_mean": "moving_mean", "running_var": "moving_variance"}
+    wheel = tmp_path / "musicnn-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for dataset, checkpoint in CHECKPOINTS.items():
+            tensors = {"beta1_power": np.array(0.9, dtype=np.float32)}  # optimizer state: left out
+            for name, value in load_file(str(weights_path(dataset))).items():
+                module, parameter = name.rsplit(".", 1)
+                if parameter == "num_batches_tracked":
+                    continue
+                value = value.numpy()
+                tf_parameter = parameters[parameter]
+                if module.endswith("bn") or "_bn." in name:
+                    tf_parameter = {"weight": "gamma", "bias": "beta"}.get(parameter, tf_parameter)
+                if value.ndim == 4:  # (out, in, time, freq) -> (time, freq, in, out)
+                    value = value.transpose(2, 3, 1, 0)
+                elif value.ndim == 3:  # Conv1d (out, in, time) -> (time, in, 1, out)
+                    value = value.transpose(2, 1, 0)[:, :, None, :]
+                elif value.ndim == 2:
+                    value = value.T
+                tensors[f"{layers[module]}/{tf_parameter}"] = value
+                tensors[f"{layers[module]}/{tf_parameter}/Adam"] = np.zeros_like(value)
+            index, data = tf_checkpoint(tensors)
+            archive.writestr(f"musicnn/{checkpoint}/.index", index)
+            archive.writestr(f"musicnn/{checkpoint}/.data-00000-of-00001", data)
+    written = convert_musicnn_weights(str(wheel), str(tmp_path / "out"))
+    for dataset, path in zip(CHECKPOINTS, written):
+        converted, committed = load_file(str(path)), load_file(str(weights_path(dataset)))
+        assert set(converted) == set(committed)
+        for name, value in committed.items():
+            assert torch.equal(converted[name], value), name
+        assert weights_metadata(path) == weights_metadata(weights_path(dataset))
