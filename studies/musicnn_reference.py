@@ -7,7 +7,7 @@ installing it (its pins do not install on Python 3.11):
     pip download --no-deps musicnn==0.1.0 -d /tmp/musicnn-wheel
     mkdir -p /tmp/musicnn-src && unzip -oq /tmp/musicnn-wheel/musicnn-0.1.0-py3-none-any.whl -d /tmp/musicnn-src
     python3 -m venv /tmp/tf && /tmp/tf/bin/pip install "tensorflow-cpu==2.15.*" librosa "numpy<2" soundfile
-    /tmp/tf/bin/python studies/musicnn_reference.py /tmp/musicnn-src data/dataset/genres_original
+    /tmp/tf/bin/python -m studies.musicnn_reference /tmp/musicnn-src data/dataset/genres_original
 
 For each clip the log-mel patches come from musicnn's own `batch_data` (librosa.load at 16 kHz, librosa's mel, the
 float16 cast and log10(1 + 10000 x) of the original), the first PATCHES of them are kept, and the graph of

@@ -1,6 +1,6 @@
 """How fast the musicnn backbone tags a 30-s clip on the CPU, beside the project's default CNN: ms per clip.
 
-    python studies/musicnn_speed.py [--threads 2] [--rounds 5] [--clip CLIP.wav]
+    python -m studies.musicnn_speed [--threads 2] [--rounds 5] [--clip CLIP.wav] [--output docs/results/NAME.md]
 
 Rows: the default CNN (log-mel + GenreCNN as configs/model/cnn.yaml, folded for inference, crops as at inference);
 musicnn from 22.05 kHz audio (resampling, front end, network) with 10, 5 or 3 patches per 30-s window; its network
@@ -29,6 +29,7 @@ from music_genre_classification.models.musicnn import (
     patch_starts,
     resample_for_musicnn,
 )
+from studies.results import Results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +146,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clip", default=str(REPO / "data/dataset/genres_original/blues/blues.00000.wav"))
+    parser.add_argument("--output", default=None, help="write what it prints as a Markdown page, e.g. docs/results/")
     args = parser.parse_args()
+    with Results(args.output, "musicnn_speed"):
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     wave, rate = sf.read(args.clip, dtype="float32", frames=22050 * 30)
     wave = torch.from_numpy(wave if wave.ndim == 1 else wave.mean(1))
