@@ -132,7 +132,10 @@ def test_a_bad_search_space_is_one_line_before_any_trial(tmp_path):
 
 def test_cnn_study_prunes_a_hopeless_trial_from_its_epochs(synthetic_gtzan, tmp_path, study_name):
     args = [a for a in TRAIN_ARGS if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1"]
-    space = ["~tune.params", "+tune.params={model.lr: 'choice(0.01, 0.000001)'}"]  # TRAIN_ARGS' lr, or nothing learnt
+    space = [
+        "~tune.params",
+        "+tune.params={model.optimizer.lr: 'choice(0.01, 0.000001)'}",
+    ]  # TRAIN_ARGS' lr, or nothing learnt
     prune = ["tune.pruner.n_startup_trials=1", "tune.pruner.n_warmup_steps=0"]  # after one epoch, if worse than median
     result = run_cli(
         "tune",
@@ -149,7 +152,7 @@ def test_cnn_study_prunes_a_hopeless_trial_from_its_epochs(synthetic_gtzan, tmp_
 
     study = load(tmp_path, study_name)
     assert states(study) == ["COMPLETE", "PRUNED"]  # trial 0 is TRAIN_ARGS' lr; the seeded sampler then draws 1e-6
-    assert [t.params["model.lr"] for t in study.trials] == [0.01, 0.000001]
+    assert [t.params["model.optimizer.lr"] for t in study.trials] == [0.01, 0.000001]
     assert study.trials[1].intermediate_values[0] > study.trials[0].intermediate_values[0]
     assert list(study.trials[0].intermediate_values) == [0]  # its epochs only
     assert (tmp_path / "outputs" / "tune" / study_name / "epochs.png").is_file()
