@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
 
 from music_genre_classification.config import UserError, first_line
 from music_genre_classification.data.audio import AudioError, decode_blocks, waveform
@@ -64,7 +63,7 @@ class GenreClassifier:
             return cls(predictor(ckpt, device))
         except UserError as err:  # e.g. a stored pipeline that holds types not trusted
             raise UserError(f"{path}: {err}") from None
-        except (KeyError, TypeError, ValueError, RuntimeError, InstantiationException) as err:
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             raise UserError(f"{path}: damaged or incompatible checkpoint ({checkpoint_problem(err)})") from None
 
     @property

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from helpers.audio import CLIP_S, SR, tone, write_gtzan
-from helpers.hostile import Hostile, Outcome, check, write_hostile
+from helpers.hostile import Hostile, Outcome, check, tiny_checkpoint, write_hostile, write_hostile_checkpoints
 from helpers.processes import REPO, bot_process, run_cli, without_rights
 
 from music_genre_classification.config import UserError
@@ -309,3 +309,33 @@ def test_unreadable_files_folders_and_outputs_are_named(trained):
             classifier.predict(folder / "music" / "clip001.wav")
         with pytest.raises(UserError, match=r"cannot be written \(Permission denied\)"):
             check_writable(folder / "readonly" / "labels.csv")
+
+
+# --- checkpoints: loading one never runs code -------------------------------------------------------------------------
+
+SECRET = "s3cr3t-value"
+
+
+def test_crafted_checkpoints_are_refused_in_one_line_without_running_code(tmp_path, monkeypatch):
+    import torch
+
+    names, marker = write_hostile_checkpoints(tmp_path / "ckpts")
+    good = tmp_path / "good.ckpt"
+    torch.save(tiny_checkpoint(), good)
+    GenreClassifier.from_checkpoint(good, device="cpu")  # the checkpoint they were made from loads
+    monkeypatch.setenv("MGC_SECRET", SECRET)
+    for name in names:
+        with pytest.raises(UserError) as refused:
+            GenreClassifier.from_checkpoint(tmp_path / "ckpts" / name, device="cpu")
+        message = str(refused.value)
+        assert "\n" not in message and SECRET not in message, (name, message)
+        assert not marker.exists(), f"{name} ran code"
+    sf.write(tmp_path / "clip.wav", tone("low", 1), SR)
+    for name in ("target_print.ckpt", "nested_target.ckpt", "args.ckpt", "resolver.ckpt", "pickle.ckpt"):
+        result = run_cli("infer", "--model_path", f"ckpts/{name}", "--audio_path", "clip.wav", cwd=tmp_path,
+                         env={"MGC_SECRET": SECRET})  # fmt: skip
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (name, result.stderr)
+        assert SECRET not in result.stderr and not result.stdout and "ran" not in result.stdout, name
+        assert not marker.exists(), f"{name} ran code"
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == sorted(names)  # nothing written beside them
