@@ -5,8 +5,9 @@ import csv
 import pytest
 import soundfile as sf
 import torch
-from conftest import SR, run_cli, tone
-from hostile import tiny_checkpoint
+from helpers.audio import SR, tone
+from helpers.processes import run_cli
+from helpers.hostile import tiny_checkpoint
 
 from music_genre_classification.commands import COMMANDS, parse_arguments
 
