@@ -339,3 +339,48 @@ def test_crafted_checkpoints_are_refused_in_one_line_without_running_code(tmp_pa
         assert SECRET not in result.stderr and not result.stdout and "ran" not in result.stdout, name
         assert not marker.exists(), f"{name} ran code"
     assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == sorted(names)  # nothing written beside them
+
+
+# --- precomputed spectrograms (.npy): held to the rules audio is ------------------------------------------------------
+
+
+def test_bad_spectrograms_are_refused_in_one_line_and_a_huge_one_is_never_loaded(tmp_path):
+    import tracemalloc
+
+    import numpy as np
+    import torch
+
+    torch.save(tiny_checkpoint(), tmp_path / "tiny.ckpt")
+    classifier = GenreClassifier.from_checkpoint(tmp_path / "tiny.ckpt", device="cpu")
+    columns = classifier.front_end.params.window_columns  # one 30-s window
+    rng = np.random.default_rng(0)
+    good = rng.uniform(0, 1, (128, columns)).astype(np.float16)
+    cases = {
+        "zeros": (np.zeros((128, columns), np.float32), "flat spectrogram"),
+        "three_columns": (good[:, :3], "too short"),
+        "huge_values": (np.full((128, columns), 1e30, np.float32), "out of range"),
+        "bytes_0_255": (rng.integers(0, 256, (128, columns)).astype(np.uint8), "uint8 values"),
+        "nan": (np.where(good > 0.5, np.nan, good), "NaN"),
+        "wrong_bands": (good[:64], "not a spectrogram of 128 mel bands"),
+        "three_dims": (good[None], "not a spectrogram of 128 mel bands"),
+    }
+    for name, (array, words) in cases.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        with pytest.raises(AudioError, match=words):
+            classifier.predict(tmp_path / f"{name}.npy")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(AudioError, match="not a readable spectrogram"):
+        classifier.predict(tmp_path / "objects.npy")
+    huge = np.lib.format.open_memmap(tmp_path / "huge.npy", "w+", np.float32, (128, 200_000))  # 102 MB
+    del huge
+    tracemalloc.start()
+    with pytest.raises(AudioError, match="more than one 30-s window"):
+        classifier.predict(tmp_path / "huge.npy")
+    assert tracemalloc.get_traced_memory()[1] < 10e6  # refused from its header
+    tracemalloc.stop()
+    np.save(tmp_path / "good.npy", good)
+    assert classifier.predict(tmp_path / "good.npy").duration_s == pytest.approx(30, abs=0.1)
+    result = run_cli("infer", "--model_path", "tiny.ckpt", "--audio_path", "zeros.npy", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        "error: zeros.npy: a flat spectrogram (silent, or no signal)"
+    ]
