@@ -384,3 +384,52 @@ def test_bad_spectrograms_are_refused_in_one_line_and_a_huge_one_is_never_loaded
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [
         "error: zeros.npy: a flat spectrogram (silent, or no signal)"
     ]
+
+
+# --- result tables never mix: not a table of this job, another model, two runs at once --------------------------------
+
+
+def test_tables_of_another_kind_or_model_are_refused_untouched_and_a_table_in_use_is_locked(tmp_path, capsys):
+    import torch
+
+    from music_genre_classification.data.features import TABLE_COLUMNS
+    from music_genre_classification.data.fetch import file_sha256
+    from music_genre_classification.serving.folder import ResultTable
+    from music_genre_classification.serving.inference import FolderRows, run_infer
+
+    write_library(tmp_path / "library", 2)
+    first, other = tmp_path / "first.ckpt", tmp_path / "other.ckpt"
+    torch.save(tiny_checkpoint(), first)
+    torch.save(tiny_checkpoint() | {"val_metrics": {"note": "another model"}}, other)
+    out = tmp_path / "labels.jsonl"
+    assert not run_infer(str(first), str(tmp_path / "library"), str(out))
+    rows = read_rows(out)
+    assert len(rows) == 2 and {r["model_sha256"] for r in rows} == {file_sha256(first)}  # which model made each row
+    made = out.read_bytes()
+
+    def refused(model: Path, output: Path, words: str) -> None:
+        before = output.read_bytes()
+        with pytest.raises(UserError, match=words):
+            run_infer(str(model), str(tmp_path / "library"), str(output))
+        assert output.read_bytes() == before, "a table that is not this job's is left as it was"
+
+    refused(other, out, "rows made with another model")
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"todo": "call the band"}\nnot json at all\n')
+    refused(first, notes, "line 1 is not a row")
+    notes.write_text("my notes, no newline at the end")
+    refused(first, notes, "its last line is not a row")
+    with pytest.raises(UserError, match="line 1 is not a row"):  # `features` into `infer`'s table
+        ResultTable(out, TABLE_COLUMNS, key="filename")
+    assert out.read_bytes() == made
+    assert run_infer(str(first), str(tmp_path / "library"), str(out)) is False  # the same model resumes
+    assert "0 audio files to label" in capsys.readouterr().out
+
+    columns = FolderRows(("low", "mid", "high")).columns()
+    with ResultTable(out, columns, same={"model_sha256": file_sha256(first)}):  # a run writing the table
+        result = run_cli(*infer_args({"checkpoint": first}, "library", out), cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+            f"error: {out}: another run is writing this table; wait for it to end or choose another output"
+        ]
+        assert not result.stdout
+    assert out.read_bytes() == made
