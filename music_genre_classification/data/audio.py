@@ -155,6 +155,8 @@ def load_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
 
 def check_file(path: Path) -> bytes:
     """The first bytes of a regular, readable, non-empty file that may hold audio, or a one-line AudioError."""
+    if "\0" in str(path):
+        raise AudioError(f"{str(path)!r}: a path cannot hold a NUL character")
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
@@ -171,6 +173,8 @@ def check_file(path: Path) -> bytes:
         raise AudioError(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
     if kind := not_audio(head):
         raise AudioError(f"{path}: is {kind}, not audio")
+    if not audio_signature(head):  # before a decoder starts: random bytes named .mp3 cost an ffmpeg each
+        raise AudioError(f"{path}: not a readable audio file (its first bytes are those of no audio format)")
     return head
 
 
@@ -178,6 +182,24 @@ def not_audio(head: bytes) -> str | None:
     """What a file surely is when its first bytes say it is no audio ("a PNG image", "a text file"), else None."""
     kind = next((kind for magic, kind in NOT_AUDIO.items() if head.startswith(magic)), None)
     return kind or ("a text file" if _is_text(head) else None)
+
+
+AUDIO_MAGIC = (b"RIFF", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b"ID3", b".snd", b"caff", b"\x1aE\xdf\xa3")
+ASF_MAGIC = bytes.fromhex("3026b2758e66cf11")  # .wma
+
+
+def audio_signature(head: bytes) -> bool:
+    """The first bytes are those of an audio file of a format this project reads: a container's magic, an MP4's
+    ftyp box, or an MPEG audio frame (MP3, AAC) right at the start (after any zero padding)."""
+    head = head.lstrip(b"\0")
+    if head.startswith(AUDIO_MAGIC + (ASF_MAGIC,)) or head[4:8] == b"ftyp":
+        return True
+    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
+    if layer == 0:  # ADTS (AAC): its own header
+        return head[1] & 0xF6 == 0xF0
+    return version != 1 and head[2] >> 4 != 0xF and (head[2] >> 2) & 3 != 3  # not reserved: a real MPEG frame
 
 
 def check_rate(rate: int, name: object) -> int:

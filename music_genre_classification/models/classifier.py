@@ -79,6 +79,8 @@ class GenreClassifier:
 
     def _track(self, source: str | Path | np.ndarray, sample_rate: int | None) -> tuple[list[Window], str | None]:
         """Window spectrograms and the decoder's warning (a file cut off: only what is there is classified)."""
+        if isinstance(source, bytes | bytearray | memoryview) or hasattr(source, "read"):
+            raise AudioError("give a path or an array (a waveform with its sample_rate), not bytes or a file object")
         if isinstance(source, str | os.PathLike) and str(source).endswith(".npy"):
             return [self._spectrogram_window(Path(source))], None
         if isinstance(source, str | os.PathLike):
@@ -150,10 +152,11 @@ class GenreClassifier:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
-        paths, ahead = iter(Path(p) for p in paths), deque()
+        paths, ahead = iter(paths), deque()
         with ThreadPoolExecutor(max_workers=2) as pool, _torch_threads(1):
             while True:
                 while len(ahead) < 2 * batch_size and (path := next(paths, None)) is not None:
+                    path = Path(path) if isinstance(path, str | os.PathLike) else path  # else: an error of its own
                     ahead.append((path, pool.submit(self._safe_track, path)))
                 if not ahead:
                     return
@@ -170,10 +173,15 @@ class GenreClassifier:
                         yield path, None, track
 
     def _safe_track(self, path: Path) -> tuple[list[Window], str | None] | str:
+        """A file's windows, or why there are none: one bad item never ends a run over many."""
+        if not isinstance(path, Path):
+            return f"{path!r}: not a path"
         try:
             return self._track(path, None)
         except AudioError as err:
             return str(err)
+        except (OSError, ValueError, RuntimeError) as err:  # whatever a decoder raises for one file stays that file's
+            return f"{path}: cannot be classified ({first_line(err)})"
 
     def _predict_tracks(self, tracks: list[list[Window]], embeddings: bool = False) -> list[Prediction]:
         if embeddings:

@@ -433,3 +433,39 @@ def test_tables_of_another_kind_or_model_are_refused_untouched_and_a_table_in_us
         ]
         assert not result.stdout
     assert out.read_bytes() == made
+
+
+# --- the Python API: what it is given, and one bad file among many ----------------------------------------------------
+
+
+def test_python_api_says_what_it_reads_and_one_bad_path_never_ends_predict_many(tmp_path):
+    import io
+
+    import numpy as np
+    import torch
+    from conftest import encode
+
+    from music_genre_classification.data.audio import audio_signature
+
+    torch.save(tiny_checkpoint(), tmp_path / "tiny.ckpt")
+    classifier = GenreClassifier.from_checkpoint(tmp_path / "tiny.ckpt", device="cpu")
+    clip = write_library(tmp_path / "library", 2)
+    for source in (clip[0].read_bytes(), open(clip[0], "rb"), io.BytesIO(clip[0].read_bytes())):
+        with pytest.raises(AudioError, match="give a path or an array"):
+            classifier.predict(source)
+    with pytest.raises(AudioError, match="cannot hold a NUL character"):
+        classifier.predict(str(tmp_path / "a\0b.wav"))
+    results = list(classifier.predict_many([clip[0], str(tmp_path / "a\0b.wav"), 42, clip[1]], batch_size=1))
+    assert [bool(prediction) for _, prediction, _ in results] == [True, False, False, True]
+    assert "NUL" in results[1][2] and "not a path" in results[2][2]
+
+    # random bytes named like audio are refused by their first bytes, before any decoder starts
+    (tmp_path / "random.mp3").write_bytes(np.random.default_rng(3).integers(0, 256, 30000, dtype=np.uint8).tobytes())
+    with pytest.raises(AudioError, match="its first bytes are those of no audio format"):
+        classifier.predict(tmp_path / "random.mp3")
+    wave = tone("low", 1, 2)
+    for fmt, subtype in [("WAV", None), ("FLAC", None), ("OGG", None), ("MP3", None), ("AIFF", None), ("AU", None)]:
+        assert audio_signature(encode(wave, fmt, subtype)[:64]), fmt
+    rng = np.random.default_rng(4)
+    flagged = sum(audio_signature(rng.integers(0, 256, 64, dtype=np.uint8).tobytes()) for _ in range(1000))
+    assert flagged <= 5  # a random file rarely looks like audio
