@@ -195,7 +195,7 @@ def run_server(
         raise UserError("--workers and --max_batch must be at least 1, --max_upload_mb positive")
     origins = cors_origins.split(",") if isinstance(cors_origins, str) else list(cors_origins or [])
     settings = Settings(checkpoint_paths(model_path), max_upload_mb, [o.strip() for o in origins], max_batch, workers)
-    from music_genre_classification.serving.inference import GenreClassifier
+    from music_genre_classification.models.classifier import GenreClassifier
 
     for path in settings.model_paths:  # a bad checkpoint is an error now, before uvicorn says it is running
         GenreClassifier.from_checkpoint(path, device="cpu")

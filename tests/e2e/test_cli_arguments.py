@@ -6,8 +6,8 @@ import pytest
 import soundfile as sf
 import torch
 from helpers.audio import SR, tone
-from helpers.processes import run_cli
 from helpers.hostile import tiny_checkpoint
+from helpers.processes import run_cli
 
 from music_genre_classification.commands import COMMANDS, parse_arguments
 

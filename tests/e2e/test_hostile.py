@@ -394,8 +394,9 @@ def test_tables_of_another_kind_or_model_are_refused_untouched_and_a_table_in_us
 
     from music_genre_classification.data.features import TABLE_COLUMNS
     from music_genre_classification.data.fetch import file_sha256
-    from music_genre_classification.serving.folder import ResultTable
-    from music_genre_classification.serving.inference import FolderRows, run_infer
+    from music_genre_classification.data.folder import ResultTable
+    from music_genre_classification.serving.batch import FolderRows
+    from music_genre_classification.serving.inference import run_infer
 
     write_library(tmp_path / "library", 2)
     first, other = tmp_path / "first.ckpt", tmp_path / "other.ckpt"
@@ -443,7 +444,7 @@ def test_python_api_says_what_it_reads_and_one_bad_path_never_ends_predict_many(
 
     import numpy as np
     import torch
-    from conftest import encode
+    from helpers.audio import encode
 
     from music_genre_classification.data.audio import audio_signature
 
