@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
         first = err.errors()[0]
         return error(422, f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def web_page() -> str:
         return page
 
