@@ -62,6 +62,10 @@ class DecodedAudio:
             for block in self._soundfile_blocks():
                 decoded += len(block)
                 yield block
+        except _NeedsFfmpeg:
+            failure = None
+            yield from self._ffmpeg_blocks()
+            return
         except (sf.LibsndfileError, RuntimeError, TypeError) as err:
             failure = err
         if failure is None or decoded:
@@ -78,6 +82,13 @@ class DecodedAudio:
             if f.format == "RAW":  # libsndfile's guess for a .au without its header: any bytes "decode" as noise
                 raise AudioError(f"{self.path}: not a readable audio file (no header: unknown format or damaged data)")
             rate = check_rate(f.samplerate, self.path)
+            if shutil.which("ffmpeg") and (
+                (f.format in ("MP3", "MPEG") and not _mp3_length_known(self.path))
+                or (f.format == "OGG" and _chained_ogg(self.path))
+            ):
+                # libsndfile stops at the length it estimates from the first MP3 frame (a VBR file without a Xing
+                # header: 17 of 30 s) or at the end of the first of chained Ogg streams; ffmpeg decodes all there is
+                raise _NeedsFfmpeg
             self._announced_s = _announced_s(f)
             self._cut_ogg = f.format == "OGG" and "lacks an end-of-stream" in f.extra_info
             # whole seconds per block, so that resampling each block gives exactly block_s * sample_rate samples
@@ -136,8 +147,41 @@ class DecodedAudio:
         if not decoded:
             raise AudioError(f"{self.path}: not a readable audio file ({reason})")
         duration = next((m for line in lines if (m := re.search(r"Duration: (\d+):(\d\d):(\d\d\.\d+)", line))), None)
+        if any("Estimating duration from bitrate" in line for line in lines):  # a guess, not what the file holds
+            duration = None
         announced = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
         self._finish(decoded, announced, RuntimeError(reason) if process.returncode else None)
+
+
+class _NeedsFfmpeg(Exception):
+    """libsndfile would stop before the end of this file: decode it with ffmpeg."""
+
+
+def _mp3_length_known(path: Path) -> bool:
+    """The first MP3 frame holds a Xing/Info or VBRI header (the stream's frame count), after any ID3v2 tag."""
+    with open(path, "rb") as file:
+        head, offset = file.read(10), 0
+        if head[:3] == b"ID3" and len(head) == 10:
+            offset = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10])) + 10 * bool(head[5] & 0x10)
+        file.seek(offset)
+        frame = file.read(4096).lstrip(b"\0")
+    return any(tag in frame[:200] for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _chained_ogg(path: Path) -> bool:
+    """An Ogg file of streams one after another: a beginning-of-stream page after a page that is not one."""
+    seen_other, tail = False, b""
+    with open(path, "rb") as file:
+        while chunk := file.read(READ_BYTES):
+            data, start = tail + chunk, 0
+            while (at := data.find(b"OggS\0", start)) >= 0 and at + 6 <= len(data):
+                bos = data[at + 5] & 0x02
+                if bos and seen_other:
+                    return True
+                seen_other |= not bos
+                start = at + 1
+            tail = data[-5:]
+    return False
 
 
 def decode_blocks(
