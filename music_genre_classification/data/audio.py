@@ -235,6 +235,8 @@ ASF_MAGIC = bytes.fromhex("3026b2758e66cf11")  # .wma
 def audio_signature(head: bytes) -> bool:
     """The first bytes are those of an audio file of a format this project reads: a container's magic, an MP4's
     ftyp box, or an MPEG audio frame (MP3, AAC) right at the start (after any zero padding)."""
+    if head[4:8] == b"ftyp":  # before stripping: an MP4 box size starts with zero bytes
+        return True
     head = head.lstrip(b"\0")
     if head.startswith(AUDIO_MAGIC + (ASF_MAGIC,)) or head[4:8] == b"ftyp":
         return True
