@@ -97,7 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
         first = err.errors()[0]
         return error(422, f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def web_page() -> str:
         return page
 
@@ -200,6 +200,10 @@ def run_server(
         raise UserError("--workers and --max_batch must be at least 1, --max_upload_mb positive")
     origins = cors_origins.split(",") if isinstance(cors_origins, str) else list(cors_origins or [])
     settings = Settings(checkpoint_paths(model_path), max_upload_mb, [o.strip() for o in origins], max_batch, workers)
+    from music_genre_classification.models.classifier import GenreClassifier
+
+    for path in settings.model_paths:  # a bad checkpoint is an error now, before uvicorn says it is running
+        GenreClassifier.from_checkpoint(path, device="cpu")
     check_port(host, port)
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
     uvicorn.run(
