@@ -189,17 +189,19 @@ def serve(
     max_upload_mb: float = 50.0,
     cors_origins: str | None = None,
     max_batch: int = 16,
+    upload_timeout_s: float = 20.0,
 ) -> None:
     """HTTP API (POST /predict, GET /models, /health, Swagger UI at /docs) and web page (GET /) over the checkpoints.
 
     --model_path: a checkpoint, a folder of them or several separated by commas (?model=<file name> picks one);
     default the latest trained model, outputs/model_full.ckpt of the project;
     --cors_origins: origins allowed to call the API from a browser, comma-separated, or '*'.
+    --upload_timeout_s: a client that sends nothing for this long in the middle of an upload gets 408.
     """
     model_path = _latest_model(model_path)
     from music_genre_classification.serving.api import run_server
 
-    _run(lambda: run_server(model_path, host, port, workers, max_upload_mb, cors_origins, max_batch))
+    _run(lambda: run_server(model_path, host, port, workers, max_upload_mb, cors_origins, max_batch, upload_timeout_s))
 
 
 def ensemble(checkpoints: str | tuple, output_path: str) -> None:

@@ -4,6 +4,7 @@ The body is parsed as it arrives (python-multipart), so an upload never sits in 
 refused as soon as it passes the limit.
 """
 
+import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -123,9 +124,26 @@ async def _drain(request: Request, max_bytes: int) -> None:
         return
 
 
+async def stream_until_idle(request: Request, idle_s: float) -> AsyncIterator[bytes]:
+    """The body's chunks; a client that sends nothing for `idle_s` seconds is answered 408, so that slow or stalled
+    uploads cannot hold the server's connections open."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), idle_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ApiError(408, f"the upload stalled: nothing arrived for {idle_s:g} s") from None
+        yield chunk
+
+
 @asynccontextmanager
-async def receive_file(request: Request, field: str, folder: Path, max_mb: float) -> AsyncIterator[Upload]:
-    """Stream the multipart `field` of `request` into a file in `folder`; the file is removed on leaving."""
+async def receive_file(
+    request: Request, field: str, folder: Path, max_mb: float, idle_s: float = 20.0
+) -> AsyncIterator[Upload]:
+    """Stream the multipart `field` of `request` into a file in `folder`; the file is removed on leaving; a client
+    silent for `idle_s` seconds mid-body gets 408."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise ApiError(422, f"send the audio as multipart/form-data, in the field '{field}'")
@@ -142,7 +160,7 @@ async def receive_file(request: Request, field: str, folder: Path, max_mb: float
             parser = MultipartParser(options[b"boundary"], writer.callbacks())
             received, refused = 0, None
             try:
-                async for chunk in request.stream():
+                async for chunk in stream_until_idle(request, idle_s):
                     received += len(chunk)
                     if refused is not None:  # read on and drop, so that the client can read the answer
                         if received > DRAIN_FACTOR * max_bytes:

@@ -19,6 +19,7 @@ from music_genre_classification.models.classifier import GenreClassifier
 from music_genre_classification.palette import genre_colours
 
 LIMIT_MB = 10
+UPLOAD_TIMEOUT_S = 4  # short, so that the stalled-upload test waits only that long
 
 
 def encode(wave: np.ndarray, sr: int = SR, **kwargs) -> bytes:
@@ -35,6 +36,7 @@ def server(trained, tmp_path_factory):
     shutil.copy(trained["checkpoint"].resolve(), second)
     paths = f"{trained['checkpoint']},{second}"
     args = ["--model_path", paths, "--max_upload_mb", str(LIMIT_MB), "--cors_origins", "https://app.example"]
+    args += ["--upload_timeout_s", str(UPLOAD_TIMEOUT_S)]
     server = Server(folder, *args)
     server.wait_ready()
     yield server
@@ -312,3 +314,21 @@ def test_a_plain_client_that_sends_its_whole_body_reads_the_413(server):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=60)
     assert refused.value.code == 413 and "limit of 10 MB" in refused.value.read().decode()
+
+
+def test_a_stalled_upload_is_answered_408_and_its_connection_freed(server):
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(server.url)
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=60) as conn:
+        conn.sendall(head.encode() + b"--b\r\nContent-Disposition: form-data; name=file; filename=a.wav\r\n\r\nRIFF")
+        started = time.monotonic()
+        answer = conn.recv(4096).decode(errors="replace")  # the client sends nothing more
+    assert answer.startswith("HTTP/1.1 408") and "stalled" in answer, answer
+    assert time.monotonic() - started >= UPLOAD_TIMEOUT_S - 1
+    assert server.uploads() == []
