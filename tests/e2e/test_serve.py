@@ -244,7 +244,8 @@ def test_two_workers_answer_503_while_loading_and_finish_requests_on_sigterm(tra
     server = Server(tmp_path, "--model_path", str(trained["checkpoint"]), "--workers", "2")
     try:
         first = wait_for_port(server.url)  # workers answer at once and import torch in the background
-        assert first.status_code == 503 and first.json()["status"] == "loading"
+        # 503 while loading; on a fast or warm machine both workers may already be ready at the first request
+        assert (first.status_code, first.json()["status"]) in {(503, "loading"), (200, "ready")}, first.text
         early = httpx.post(f"{server.url}/predict", files={"file": ("a.wav", encode(tone("low", 1)))}, timeout=30)
         if "ready: " not in server.log_text():  # both workers still loading: the request is refused, not queued
             assert early.status_code == 503 and "loading" in early.json()["error"]
