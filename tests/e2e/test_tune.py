@@ -42,12 +42,13 @@ def states(study: optuna.Study) -> list[str]:
     return [t.state.name for t in study.trials]
 
 
-def states_now(work, name: str) -> list[str]:
-    """The trials' states while a process may still be creating the storage or the study."""
+def trial_one_has_its_values(work, name: str) -> bool:
+    """Trial 1 is running and has drawn its hyperparameters (a kill before that leaves nothing to run again)."""
     try:
-        return states(load(work, name))
-    except Exception:  # no study yet, or its tables are being created
-        return []
+        trials = load(work, name).trials
+    except Exception:  # no study yet, or its tables are being created by the other process
+        return False
+    return [t.state.name for t in trials] == ["COMPLETE", "RUNNING"] and bool(trials[1].params)
 
 
 def mlflow_runs(work, name: str) -> tuple:
@@ -179,10 +180,7 @@ def test_a_killed_study_resumes_with_the_same_command_and_runs_the_killed_trial_
     deadline = time.monotonic() + 300
     while True:  # SIGKILL in the middle of trial 1: nothing of the process can clean up
         assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
-        if (tmp_path / "outputs" / "optuna.db").exists() and states_now(tmp_path, study_name) == [
-            "COMPLETE",
-            "RUNNING",
-        ]:
+        if (tmp_path / "outputs" / "optuna.db").exists() and trial_one_has_its_values(tmp_path, study_name):
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
