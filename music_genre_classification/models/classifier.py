@@ -18,19 +18,23 @@ from hydra.errors import InstantiationException
 
 from music_genre_classification.config import UserError, first_line
 from music_genre_classification.data.audio import AudioError, decode_blocks, waveform
-from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
+from music_genre_classification.data.music_check import REASONS, SKIPPED, judged_windows, not_music, window_evidence
+from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
 from music_genre_classification.models.checkpoint import checkpoint_problem, load_checkpoint
-from music_genre_classification.models.predictors import predictor, track_embeddings, track_probabilities
+from music_genre_classification.models.predictors import judged_track_outputs, predictor
 
-Window = tuple[float, float, object]  # start_s, end_s, the model's input for one window of a track
+# start_s, end_s, the model's input for one window of a track (None: skipped), verdict (None: it may be music; else
+# why not, a key of music_check.REASONS)
+Window = tuple[float, float, object, str | None]
 
 
 @dataclass
 class Segment:
     start_s: float
     end_s: float
-    genre: str
-    probability: float
+    genre: str | None  # None: no music in this window (not_music says why)
+    probability: float | None
+    not_music: str | None = None
 
 
 @dataclass
@@ -41,9 +45,16 @@ class Prediction:
     segments: list[Segment] = field(default_factory=list)  # one per window of window_s seconds
     warning: str | None = None  # e.g. the file ends before its header says (cut off): only what is there is judged
     embedding: np.ndarray | None = None  # the model's embedding of the track, when asked for (`embed`)
+    # no window sounds like music (speech, a tone, noise...): the genre is only the model's closest guess, and why
+    not_music: str | None = None
+
+    @property
+    def music(self) -> bool:
+        return self.not_music is None
 
     def to_dict(self, segments: bool = True) -> dict:
         row = {"genre": self.genre, "probabilities": self.probabilities, "duration_s": round(self.duration_s, 3)}
+        row |= {"music": self.music, "not_music": self.not_music}
         if segments:
             row["segments"] = [vars(s) for s in self.segments]
         if self.warning:
@@ -71,10 +82,10 @@ class GenreClassifier:
     def sample_rate(self) -> int:
         return self.front_end.params.sample_rate
 
-    def spectrograms(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> list[Window]:
+    def spectrograms(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> list[tuple]:
         """A file path, or a waveform at `sample_rate` ([samples], [samples, channels] or [channels, samples]), as
-        window spectrograms."""
-        return self._track(source, sample_rate)[0]
+        window spectrograms (start_s, end_s, input) of the windows not skipped (silence, noise)."""
+        return [(start, end, x) for start, end, x, _ in self._track(source, sample_rate)[0] if x is not None]
 
     def _track(self, source: str | Path | np.ndarray, sample_rate: int | None) -> tuple[list[Window], str | None]:
         """Window spectrograms and the decoder's warning (a file cut off: only what is there is classified)."""
@@ -84,7 +95,7 @@ class GenreClassifier:
             blocks, name = decode_blocks(source, self.sample_rate, self.front_end.params.window_s), str(source)
         else:
             blocks, name = [waveform(source, sample_rate, self.sample_rate)], "waveform"
-        windows = track_spectrograms(blocks, self.front_end, name)
+        windows = judged_windows(blocks, self.front_end, name)
         return windows, getattr(blocks, "warning", None)
 
     def check_spectrograms(self, params_json: Path) -> None:
@@ -109,7 +120,11 @@ class GenreClassifier:
         params = self.front_end.params
         if spec.ndim != 2 or spec.shape[0] != params.n_mels or not np.isfinite(spec).all():
             raise AudioError(f"{path}: not a spectrogram of {params.n_mels} mel bands (shape {spec.shape})")
-        return 0.0, spec.shape[1] / params.columns_per_second, torch.from_numpy(spec.astype(np.float32))
+        spec = torch.from_numpy(spec.astype(np.float32))
+        verdict = not_music(window_evidence(spec, params.top_db))
+        if verdict in SKIPPED:
+            raise AudioError(f"{path}: the spectrogram holds {REASONS[verdict]} sound, not music")
+        return 0.0, spec.shape[1] / params.columns_per_second, spec, verdict
 
     def predict(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> Prediction:
         windows, warning = self._track(source, sample_rate)
@@ -154,18 +169,21 @@ class GenreClassifier:
             return str(err)
 
     def _predict_tracks(self, tracks: list[list[Window]], embeddings: bool = False) -> list[Prediction]:
-        if embeddings:
-            per_track, per_window, track_embedding = track_embeddings(self.model, tracks)
-        else:
-            (per_track, per_window), track_embedding = track_probabilities(self.model, tracks), [None] * len(tracks)
         results = []
-        for track, track_probs, window_probs, embedding in zip(tracks, per_track, per_window, track_embedding):
+        for track, (track_probs, window_probs, embedding) in zip(
+            tracks, judged_track_outputs(self.model, tracks, embeddings)
+        ):
             segments = [
                 Segment(round(s, 3), round(e, 3), self.genres[int(p.argmax())], round(float(p.max()), 4))
-                for (s, e, _), p in zip(track, window_probs)
+                if verdict is None
+                else Segment(round(s, 3), round(e, 3), None, None, REASONS[verdict])
+                for (s, e, _, verdict), p in zip(track, window_probs)
             ]
             results.append(self._prediction(track_probs, track[-1][1], segments))
             results[-1].embedding = embedding
+            verdicts = [verdict for *_, verdict in track if verdict not in SKIPPED]
+            if None not in verdicts:  # no window may be music: the genre is a guess
+                results[-1].not_music = REASONS[max(set(verdicts), key=verdicts.count)]
         return results
 
     def _prediction(self, probs: np.ndarray, duration_s: float, segments: list[Segment]) -> Prediction:

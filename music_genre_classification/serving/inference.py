@@ -16,14 +16,27 @@ from music_genre_classification.models.classifier import GenreClassifier, Predic
 from music_genre_classification.serving.batch import FolderRows, check_source, folder_job
 
 
+def not_music_warning(name: object, prediction: Prediction) -> str:
+    """The plain words for a track that does not sound like music."""
+    return f"{name}: does not sound like music ({prediction.not_music}); not sure of any genre"
+
+
 def format_prediction(prediction: Prediction, segments: bool = False, bar_width: int = 20) -> str:
     lines = [f"genre: {prediction.genre}  ({prediction.duration_s:.1f} s)"]
+    if not prediction.music:
+        lines = [
+            f"genre: not sure: does not sound like music ({prediction.not_music})  ({prediction.duration_s:.1f} s)"
+        ]
+        lines.append(f"closest genre: {prediction.genre}")
     for genre, p in prediction.probabilities.items():
         lines.append(f"  {genre:<10} {p:6.1%} {'█' * round(p * bar_width)}")
     if segments:
         lines.append("timeline:")
         for s in prediction.segments:
-            lines.append(f"  {s.start_s:7.1f}-{s.end_s:7.1f} s  {s.genre:<10} {s.probability:6.1%}")
+            if s.genre is None:
+                lines.append(f"  {s.start_s:7.1f}-{s.end_s:7.1f} s  no music ({s.not_music})")
+            else:
+                lines.append(f"  {s.start_s:7.1f}-{s.end_s:7.1f} s  {s.genre:<10} {s.probability:6.1%}")
     return "\n".join(lines)
 
 
@@ -37,8 +50,9 @@ def write_single(prediction: Prediction, path: Path, segments: bool) -> None:
     elif path.suffix == ".csv":
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["genre", *prediction.probabilities, "duration_s", "warning"])
+            writer.writerow(["genre", *prediction.probabilities, "duration_s", "warning", "not_music"])
             values = [*prediction.probabilities.values(), round(prediction.duration_s, 3), prediction.warning or ""]
+            values.append(prediction.not_music or "")
             writer.writerow([prediction.genre, *values])
     elif path.suffix == ".txt":
         warning = f"warning: {prediction.warning}\n" if prediction.warning else ""
@@ -72,6 +86,8 @@ def run_infer(
     print(format_prediction(prediction, segments))
     if prediction.warning:
         print(f"warning: {prediction.warning}", file=sys.stderr)
+    if not prediction.music:
+        print(f"warning: {not_music_warning(source, prediction)}", file=sys.stderr)
     if output:
         try:
             write_single(prediction, output, segments)

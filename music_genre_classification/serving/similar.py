@@ -66,6 +66,8 @@ def query_embedding(library: Library, audio_path: str | None, path: str | None, 
     ((_, prediction, error),) = list(classifier.predict_many([source], 1, embeddings=True))
     if error:
         raise UserError(error)
+    if not prediction.music:
+        print(f"warning: {source}: does not sound like music ({prediction.not_music}); its neighbours mean little")
     return prediction.embedding, None
 
 
