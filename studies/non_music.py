@@ -7,30 +7,28 @@ spectrograms for the spectral part of the check). Each set is cut in two: music 
 sides), non-music by seed (its voices, texts, frequencies and levels drawn anew). The rule's thresholds were chosen
 on the first part ("dev"); the table reports the second ("held-out").
 
-    python studies/non_music.py [--clips_per_kind 24] [--output_path docs/results/non_music.md]
+    python -m studies.non_music [--clips_per_kind 24] [--output docs/results/non_music.md]
 """
 
 import argparse
 import collections
 import csv
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import scipy.signal
 import soundfile as sf
+import torch
+
+from music_genre_classification.data import music_check
+from music_genre_classification.data.audio import load_audio
+from music_genre_classification.data.spectrogram import LogMel, cut_windows
+from music_genre_classification.data.split import read_artists
+from studies.results import Results
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from music_genre_classification.data import music_check  # noqa: E402
-from music_genre_classification.data.audio import load_audio  # noqa: E402
-from music_genre_classification.data.spectrogram import LogMel, cut_windows  # noqa: E402
-from music_genre_classification.data.split import read_artists  # noqa: E402
 
 DATASET = REPO / "data" / "dataset"
 VOICES = ["en", "en-us", "en-gb-scotland", "de", "fr-fr", "es", "it", "pt-br", "nl", "pl", "sv", "ru", "tr", "hi"]
@@ -224,7 +222,7 @@ def artist_parts(clips: list[tuple[str, str, Path | None]], seed: int = 0) -> di
     return {artist: "dev" if i < len(order) // 2 else "held-out" for i, artist in enumerate(order)}
 
 
-def run(clips_per_kind: int, output_path: Path) -> list[dict]:
+def run(clips_per_kind: int, output: str | None) -> list[dict]:
     torch.set_num_threads(1)
     log_mel, rows, dev_music = LogMel(), [], []
     with tempfile.TemporaryDirectory(prefix="non-music-") as folder:
@@ -249,7 +247,8 @@ def run(clips_per_kind: int, output_path: Path) -> list[dict]:
             rows.append({"set": "music (spectrogram)", "part": part, "flag": flag, "clip": clip})
         if part == "dev":
             dev_music += [e for e in evidence if e is not None]
-    report(rows, dev_music, clips_per_kind, output_path)
+    with Results(output, "non_music") as results:
+        report(rows, dev_music, clips_per_kind, results)
     return rows
 
 
@@ -262,11 +261,13 @@ THRESHOLDS = [  # (evidence, the constant, which side is not music)
 ]
 
 
-def report(rows: list[dict], dev_music: list, clips_per_kind: int, output_path: Path) -> None:
-    lines = [
-        "| set | part | files | flagged as not music | why (most common) |",
-        "|---|---|---:|---:|---|",
-    ]
+def report(rows: list[dict], dev_music: list, clips_per_kind: int, results: Results) -> None:
+    print(
+        f"Non-music: {clips_per_kind} files per kind, the first half (by seed) dev, the rest held-out; music: GTZAN "
+        "clips of data/dataset split by artist. A file is flagged when none of its windows may be music. Thresholds "
+        "were chosen on dev; the held-out rows come first."
+    )
+    table = []
     sets = list(dict.fromkeys(r["set"] for r in rows))
     for part in ("held-out", "dev"):
         for name in sets:
@@ -274,51 +275,37 @@ def report(rows: list[dict], dev_music: list, clips_per_kind: int, output_path: 
             reasons = collections.Counter(r["flag"] for r in chosen if r["flag"])
             why = ", ".join(f"{music_check.REASONS[k]} {v}" for k, v in reasons.most_common())
             share = sum(bool(r["flag"]) for r in chosen) / max(len(chosen), 1)
-            lines.append(f"| {name} | {part} | {len(chosen)} | {share:.1%} | {why or '-'} |")
-        non_music = [r for r in rows if r["part"] == part and not r["set"].startswith("music")]
-        music = [r for r in rows if r["part"] == part and r["set"].startswith("music")]
-        lines.append(
-            f"| **all non-music** | {part} | {len(non_music)} | "
-            f"**{sum(bool(r['flag']) for r in non_music) / len(non_music):.1%}** | |"
-        )
-        lines.append(
-            f"| **all music** | {part} | {len(music)} | **{sum(bool(r['flag']) for r in music) / len(music):.1%}** | |"
-        )
+            table.append([name, part, len(chosen), f"{share:.1%}", why or "-"])
+        for name, group in (
+            ("**all non-music**", [r for r in rows if r["part"] == part and not r["set"].startswith("music")]),
+            ("**all music**", [r for r in rows if r["part"] == part and r["set"].startswith("music")]),
+        ):
+            flagged_share = sum(bool(r["flag"]) for r in group) / max(len(group), 1)
+            table.append([name, part, len(group), f"**{flagged_share:.1%}**", ""])
+            print(f"{part:>8}  {name.strip('*'):<16} {len(group):4d} files, {flagged_share:6.1%} flagged as not music")
+    header = ["set", "part", "files", "flagged as not music", "why (most common)"]
+    results.table("Flagged share per kind:", header, table)
     flagged_music = [
         f"{r['clip']} ({music_check.REASONS[r['flag']]}, {r['part']})" for r in rows if r.get("clip") and r["flag"]
     ]
-    lines += ["", "Music flagged: " + (", ".join(flagged_music) or "none")]
-    lines += ["", "The thresholds beside real music of the dev part (quantiles of its windows' evidence):", ""]
-    lines += [
-        "| evidence | threshold | not music when | dev music min | 1% | 99% | max |",
-        "|---|---:|---|---:|---:|---:|---:|",
-    ]
+    print("Music flagged: " + (", ".join(flagged_music) or "none"))
+    quantiles = []
     for field, constant, side in THRESHOLDS:
-        values = np.array([getattr(e, field) for e in dev_music])
-        q = np.percentile(values, [0, 1, 99, 100])
-        lines.append(
-            f"| {field} | {getattr(music_check, constant)} | {side} | " + " | ".join(f"{v:.3f}" for v in q) + " |"
-        )
-    text = "\n".join(lines)
-    print(text)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    command = f"python studies/non_music.py --clips_per_kind {clips_per_kind}"
-    output_path.write_text(
-        "# Non-music check: flagged share per kind\n\n"
-        f"Made by `{command}` (see docs/non_music.md). Non-music: {clips_per_kind} files per kind, the first half "
-        "(by seed) dev, the rest held-out; music: GTZAN clips of data/dataset split by artist. A file is flagged when "
-        "none of its windows may be music. Thresholds were chosen on dev; the held-out rows come first.\n\n"
-        + text
-        + "\n"
+        q = np.percentile(np.array([getattr(e, field) for e in dev_music]), [0, 1, 99, 100])
+        quantiles.append([field, getattr(music_check, constant), side, *(f"{v:.3f}" for v in q)])
+    results.table(
+        "The thresholds beside real music of the dev part (quantiles of its windows' evidence):",
+        ["evidence", "threshold", "not music when", "dev music min", "1%", "99%", "max"],
+        quantiles,
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips_per_kind", type=int, default=24)
-    parser.add_argument("--output_path", type=Path, default=REPO / "docs" / "results" / "non_music.md")
+    parser.add_argument("--output", help="write the figures as a Markdown page here (docs/results/non_music.md)")
     args = parser.parse_args()
-    run(args.clips_per_kind, args.output_path)
+    run(args.clips_per_kind, args.output)
 
 
 if __name__ == "__main__":

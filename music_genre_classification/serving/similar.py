@@ -6,6 +6,7 @@ since (`embed` run again) makes it stale, and it is built anew.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,26 @@ def vector_index(table: Path, library: Library):
     return index
 
 
+# A new file's nearest track is "close" when it is at least as close as all but this share of the library's own
+# tracks are to their nearest other track (docs/non_music.md says why a floor from the library, not a constant)
+FAR_SHARE = 0.01
+SAMPLED_TRACKS = 2000  # tracks of a large library whose nearest neighbours set the floor (exact search of each)
+
+
+def closeness_floor(index, library: Library) -> float | None:
+    """The cosine below which a neighbour is farther than the library's tracks are from their own nearest: the
+    FAR_SHARE quantile of (a sample of) its tracks' nearest-other-track cosines; None for a library under 2 tracks."""
+    n = len(library)
+    if n < 2:
+        return None
+    picks = np.random.default_rng(0).choice(n, min(n, SAMPLED_TRACKS), replace=False)
+    scores, found = index.search(normalised(library.embeddings[picks]), 2)
+    nearest = [
+        max(s for s, j in zip(row_s, row_j) if j != i and j >= 0) for i, row_s, row_j in zip(picks, scores, found)
+    ]
+    return float(np.quantile(nearest, FAR_SHARE))
+
+
 def query_embedding(library: Library, audio_path: str | None, path: str | None, model_path: str | None) -> tuple:
     """(embedding, index of the query in the library or None) for a track of the library or a new file."""
     if path is not None:
@@ -67,7 +88,8 @@ def query_embedding(library: Library, audio_path: str | None, path: str | None, 
     if error:
         raise UserError(error)
     if not prediction.music:
-        print(f"warning: {source}: does not sound like music ({prediction.not_music}); its neighbours mean little")
+        message = f"warning: {source}: does not sound like music ({prediction.not_music}); its neighbours mean little"
+        print(message, file=sys.stderr)
     return prediction.embedding, None
 
 
@@ -87,6 +109,13 @@ def run_similar(
     index = vector_index(table, library)
     scores, found = index.search(normalised(embedding[None]), min(top + (itself is not None), len(library)))
     results = [(float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0 and i != itself][:top]
+    floor = closeness_floor(index, library) if itself is None and results else None
+    if floor is not None and results[0][0] < floor:
+        print(
+            f"warning: {audio_path}: nothing in the library is close (best cosine {results[0][0]:.3f}; "
+            f"{1 - FAR_SHARE:.0%} of its tracks have a neighbour at {floor:.3f} or closer)",
+            file=sys.stderr,
+        )
     print(f"{'rank':>4}  {'cosine':>6}  {'genre':<10} {'label':<10} path")
     for rank, (score, i) in enumerate(results, 1):
         print(f"{rank:>4}  {score:6.3f}  {library.genres[i]:<10} {library.labels[i] or '-':<10} {library.paths[i]}")

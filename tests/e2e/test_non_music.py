@@ -1,25 +1,15 @@
 """Audio that is not music: silent windows skipped, files without music refused, speech and tones flagged."""
 
 import json
-import shutil
-import subprocess
 
 import numpy as np
-import pytest
 import soundfile as sf
-from helpers.audio import CLIP_S, SR, encode, tone
+from helpers.audio import CLIP_S, SR, encode, needs_espeak, speech, tone
 from helpers.processes import Server, run_cli
 
 from music_genre_classification.data.music_check import window_verdict
 from music_genre_classification.data.spectrogram import LogMel
 from music_genre_classification.models.classifier import GenreClassifier
-
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
-
-
-def speech(path, text="Good evening. Here is the news. The council approved the budget for the new bus lines today."):
-    subprocess.run(["espeak-ng", "-v", "en", "-w", str(path), text * 2], check=True, capture_output=True)
-    return path
 
 
 def verdict(wave: np.ndarray) -> str | None:

@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers.audio import CLIP_S, GENRES, SR, tone
+from helpers.audio import CLIP_S, GENRES, SR, needs_espeak, speech, tone
 from helpers.processes import Server
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -111,6 +111,17 @@ def test_a_long_track_shows_its_timeline(server, browser, shots, tmp_path):
     widths = [p.rect["width"] for p in pieces]
     assert min(widths) > 0.9 * max(widths)  # windows of 30 s get equal room on the strip
     browser.save_screenshot(str(shots / "timeline.png"))
+
+
+@needs_espeak
+def test_speech_shows_not_sure_instead_of_a_genre(server, browser, shots, tmp_path):
+    path = speech(tmp_path / "news.wav")
+    browser.get(server.url + "/")
+    upload(browser, path)
+    genre, bars = shown_result(browser)
+    assert genre == "Not sure" and set(bars) == set(GENRES)
+    assert "does not sound like music (speech-like)" in browser.find_element(By.ID, "meta").text
+    browser.save_screenshot(str(shots / "not-music.png"))
 
 
 @pytest.mark.parametrize(

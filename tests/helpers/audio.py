@@ -4,9 +4,12 @@ features_30_sec.csv."""
 
 import csv
 import io
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from music_genre_classification.data.audio import MIN_DURATION_S
@@ -14,6 +17,8 @@ from music_genre_classification.data.audio import MIN_DURATION_S
 GENRES = ["low", "mid", "high"]
 SR = 22050
 CLIP_S = MIN_DURATION_S + 2.0  # a short clip that the model still judges
+NEWS = "Good evening. Here is the news. The council approved the budget for the new bus lines today. "
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
 
 def tone(genre: str, seed: int, seconds: float = CLIP_S, sr: int = SR) -> np.ndarray:
@@ -33,6 +38,12 @@ def tone(genre: str, seed: int, seconds: float = CLIP_S, sr: int = SR) -> np.nda
     noise = np.interp(t, noise_t, rng.standard_normal(noise_t.size))
     hit = np.exp(-(t % note_s) / 0.03)  # a drum hit (a burst of the noise) on each note
     return (0.2 * wave + (0.02 + 0.1 * hit) * noise).astype(np.float32)
+
+
+def speech(path: Path, text: str = NEWS * 2) -> Path:
+    """Synthetic speech (espeak-ng) as a WAV file: audio that is not music."""
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(path), text], check=True, capture_output=True)
+    return path
 
 
 def encode(wave: np.ndarray, format: str, subtype: str | None = None, sr: int = SR) -> bytes:
