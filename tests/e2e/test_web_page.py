@@ -153,8 +153,10 @@ def test_a_recording_from_the_microphone_is_classified(server, browser):
     )
     assert answered[0].get_attribute("id") == "result", answered[0].text
     genre, bars = shown_result(browser)
-    assert genre in GENRES and set(bars) == set(GENRES)
-    assert browser.find_element(By.ID, "meta").text.startswith("recording.")
+    # Chromium's fake microphone beeps a steady tone: the page says it is not music instead of naming a genre
+    assert genre == "Not sure" and set(bars) == set(GENRES)
+    meta = browser.find_element(By.ID, "meta").text
+    assert meta.startswith("recording.") and "does not sound like music" in meta
 
 
 def test_the_page_fits_a_phone_screen(server, browser, shots, tmp_path):
