@@ -6,6 +6,7 @@ Imports happen inside each command so that `infer` starts without Lightning or M
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import fire
 
@@ -39,6 +40,15 @@ def _path(option: str, value: object) -> str:
     if isinstance(value, bool) or value is None or value == "-":
         _fail(f"--{option} needs a path (standard input, '-', is not supported)")
     return str(value)
+
+
+def _latest_model(model_path: object) -> str:
+    """--model_path, or else the model the latest `train` pointed outputs/model_full.ckpt to, from any directory."""
+    if model_path is None:
+        from music_genre_classification.config import project_path
+
+        return str(Path(project_path("outputs")) / "model_full.ckpt")
+    return _path("model_path", model_path)
 
 
 def _whole(option: str, value: object, least: int = 1) -> int:
@@ -145,7 +155,7 @@ def features(audio_path: str, output_path: str | None = None, segment_s: float |
 
 
 def bot(
-    model_path: str = "outputs/model_full.ckpt",
+    model_path: str | None = None,
     token: str | None = None,
     base_url: str | None = None,
     base_file_url: str | None = None,
@@ -153,8 +163,9 @@ def bot(
     max_file_mb: float | None = None,
     files_per_minute: int = 5,
 ) -> None:
-    """Telegram bot (long polling); token from --token or TELEGRAM_BOT_TOKEN; --base_url for a self-hosted server."""
-    model_path, local_mode = _path("model_path", model_path), _flag("local_mode", local_mode)
+    """Telegram bot (long polling); token from --token or TELEGRAM_BOT_TOKEN; --base_url for a self-hosted server;
+    --model_path: default the latest trained model, outputs/model_full.ckpt of the project."""
+    model_path, local_mode = _latest_model(model_path), _flag("local_mode", local_mode)
     token, base_url, base_file_url = (None if v is None else str(v) for v in (token, base_url, base_file_url))
     files_per_minute = _whole("files_per_minute", files_per_minute)
     if max_file_mb is not None and (isinstance(max_file_mb, bool | str) or not max_file_mb > 0):
@@ -165,7 +176,7 @@ def bot(
 
 
 def serve(
-    model_path: str = "outputs/model_full.ckpt",
+    model_path: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
@@ -176,8 +187,10 @@ def serve(
     """HTTP API (POST /predict, GET /models, /health, Swagger UI at /docs) and web page (GET /) over the checkpoints.
 
     --model_path: a checkpoint, a folder of them or several separated by commas (?model=<file name> picks one);
+    default the latest trained model, outputs/model_full.ckpt of the project;
     --cors_origins: origins allowed to call the API from a browser, comma-separated, or '*'.
     """
+    model_path = _latest_model(model_path)
     from music_genre_classification.serving.api import run_server
 
     _run(lambda: run_server(model_path, host, port, workers, max_upload_mb, cors_origins, max_batch))
@@ -211,6 +224,7 @@ def fma_manifest(tracks_csv: str, audio_dir: str, output_path: str, subset: str 
 
 
 def main() -> None:
+    """`music-genre COMMAND ...` and `python -m music_genre_classification.commands COMMAND ...`"""
     from music_genre_classification.config import drop_decoder_notes
 
     drop_decoder_notes()
@@ -218,6 +232,64 @@ def main() -> None:
     library = {"embed": embed, "map": map_, "similar": similar}
     more = {"ensemble": ensemble, "calibrate": calibrate, "tune": tune, "fma_manifest": fma_manifest}
     fire.Fire(commands | more | library)
+
+
+def _alone(command: Callable, name: str) -> None:
+    """One command as its own program (a console script of pyproject.toml): `train ...` is `music-genre train ...`."""
+    from music_genre_classification.config import drop_decoder_notes
+
+    drop_decoder_notes()
+    fire.Fire(command, name=name)
+
+
+# the console scripts beside `music-genre` (pyproject.toml [project.scripts]): `poetry run train`, or `train` in the
+# activated environment
+def train_script() -> None:
+    _alone(train, "train")
+
+
+def test_script() -> None:
+    _alone(test, "test")
+
+
+def infer_script() -> None:
+    _alone(infer, "infer")
+
+
+def serve_script() -> None:
+    _alone(serve, "serve")
+
+
+def bot_script() -> None:
+    _alone(bot, "bot")
+
+
+def embed_script() -> None:
+    _alone(embed, "embed")
+
+
+def similar_script() -> None:
+    _alone(similar, "similar")
+
+
+def map_script() -> None:
+    _alone(map_, "map")
+
+
+def tune_script() -> None:
+    _alone(tune, "tune")
+
+
+def ensemble_script() -> None:
+    _alone(ensemble, "ensemble")
+
+
+def calibrate_script() -> None:
+    _alone(calibrate, "calibrate")
+
+
+def features_script() -> None:
+    _alone(features, "features")
 
 
 if __name__ == "__main__":

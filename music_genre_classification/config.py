@@ -10,6 +10,45 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PROJECT_ENV = "MGC_PROJECT_DIR"  # the folder whose data/, outputs/ and .cache/ every command uses
+
+
+def project_dir() -> Path | None:
+    """Where data/, outputs/ and .cache/ are, whatever the current directory: $MGC_PROJECT_DIR, else the checkout the
+    package is installed from (editable); None for a package installed without its checkout."""
+    if os.environ.get(PROJECT_ENV):
+        return Path(os.environ[PROJECT_ENV]).resolve()
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "pyproject.toml").is_file() and CONFIG_DIR.is_dir() else None
+
+
+def project_path(relative: str) -> str:
+    """`${project:outputs}` in the configs: that path in the project folder (relative to the current directory only
+    when there is no project folder)."""
+    base = project_dir()
+    return str(base / relative) if base else relative
+
+
+def artifact_location(tracking_uri: str, output_dir: str | Path) -> str | None:
+    """Where a local MLflow store (sqlite, a folder) keeps runs' files: <output_dir>/mlruns, never the current
+    directory; None for a tracking server, which keeps them itself."""
+    if str(tracking_uri).startswith(("http:", "https:", "databricks")):
+        return None
+    return (Path(output_dir).resolve() / "mlruns").as_uri()
+
+
+def make_sqlite_folder(url: str) -> None:
+    """The folder of a sqlite store (sqlite:///<path>), which sqlite does not create itself."""
+    if str(url).startswith("sqlite:///") and not str(url).endswith(":memory:"):
+        Path(str(url).removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _register_resolvers() -> None:
+    if not OmegaConf.has_resolver("project"):
+        OmegaConf.register_new_resolver("project", project_path)
+
+
+_register_resolvers()
 
 
 class UserError(Exception):
@@ -58,8 +97,9 @@ def first_line(err: object) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-# libmpg123 (inside libsndfile, see data/audio.py) prints notes about damaged MP3 frames straight to file descriptor 2
-DECODER_NOTES = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/)")
+# libmpg123 (inside libsndfile, see data/audio.py) prints notes about damaged MP3 frames straight to file descriptor 2,
+# and libsndfile its own internal failures on a damaged file, which the file's warning or error already says
+DECODER_NOTES = re.compile(rb"^(Note: |Warning: |\[src/libmpg123/|Internal psf_\w+\(\) failed)")
 
 
 def drop_decoder_notes() -> None:

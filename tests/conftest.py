@@ -24,10 +24,16 @@ def synthetic_gtzan(tmp_path_factory) -> Path:
 def trained(synthetic_gtzan, tmp_path_factory) -> dict:
     """One real `train` run (CLI, Hydra, Lightning, MLflow sqlite store) shared by the tests that need a model."""
     work = tmp_path_factory.mktemp("train_run")
-    result = run_cli("train", f"datamodule.root={synthetic_gtzan}", *TRAIN_ARGS, cwd=work)
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # run as a user does from any directory: it stays empty
+    folders = [f"output_dir={work / 'outputs'}", f"datamodule.cache_dir={work / '.cache' / 'spectrograms'}"]
+    environment = {"MGC_PROJECT_DIR": ""}  # the checkout's project folder, where nothing is written with `folders`
+    result = run_cli(
+        "train", f"datamodule.root={synthetic_gtzan}", *TRAIN_ARGS, *folders, cwd=elsewhere, env=environment
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {
         "work": work,
+        "cwd": elsewhere,
         "checkpoint": work / "outputs" / "model_full.ckpt",
         "stdout": result.stdout,
         "stderr": result.stderr,

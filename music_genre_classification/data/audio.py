@@ -100,13 +100,13 @@ class DecodedAudio:
         self.duration_s = decoded / self.sample_rate
         got = f"{self.duration_s:.1f} s"
         if failure is not None:
-            self.warning = f"{self.path}: decoding failed after {got} ({_reason(failure)}); damaged or cut off"
+            self.warning = f"{self.path}: decoding failed after {got} ({_reason(failure)}); damaged or cut off."
         elif announced_s and self.duration_s < announced_s - max(0.5, 0.01 * announced_s):
             self.warning = f"{self.path}: ends after {got} of the {announced_s:.1f} s its header announces; cut off?"
         elif self._cut_ogg:
             self.warning = f"{self.path}: ends abruptly after {got} (its last Ogg page is cut off); cut off?"
         if self.warning and self.duration_s < self.min_s:
-            raise AudioError(f"{self.warning.removesuffix('?')}: too little audio left to classify")
+            raise AudioError(f"{self.warning.rstrip('?.')}: too little audio left to classify")
         if self.warning:
             self.warning += f" Only those {got} are classified."
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -27,8 +28,13 @@ def ensure_data(root: str | Path, data_cfg) -> None:
     root, dataset_dir = Path(root), Path(data_cfg.dataset_dir)
     if root.exists() or not root.resolve().is_relative_to(dataset_dir.resolve()):
         return
+    if dvc_repository(dataset_dir) is None:  # e.g. the package installed without its checkout: nowhere to pull to
+        raise DataError(
+            f"{root} is missing and {dataset_dir} is in no DVC repository (a checkout of this project) to pull or "
+            "download it into: give your dataset with datamodule.root=/path/to/it, or set MGC_PROJECT_DIR to a checkout"
+        )
     print(f"data: {root} is missing; pulling it with DVC ({data_cfg.dvc_target})")
-    reason = dvc("pull", data_cfg.dvc_target)
+    reason = dvc("pull", str(data_cfg.dvc_target), repository=dvc_repository(dataset_dir))
     if reason is None and root.exists():
         return
     print(f"data: dvc pull did not bring it ({reason or 'not in the pulled data'}); downloading {data_cfg.url}")
@@ -37,10 +43,18 @@ def ensure_data(root: str | Path, data_cfg) -> None:
         raise DataError(f"{root}: still missing after the download")
 
 
-def dvc(*args: str) -> str | None:
-    """Run a DVC command with its progress shown; None on success, else a one-line reason."""
+def dvc_repository(path: Path) -> Path | None:
+    """The DVC repository (a folder holding .dvc/) that `path` is in, whether `path` exists yet or not."""
+    path = path.resolve()
+    return next((folder for folder in (path, *path.parents) if (folder / ".dvc").is_dir()), None)
+
+
+def dvc(*args: str, repository: Path | None = None) -> str | None:
+    """Run a DVC command in `repository` (whatever the current directory) with its progress shown; None on success,
+    else a one-line reason."""
     try:
-        result = subprocess.run([sys.executable, "-m", "dvc", *args], stderr=subprocess.PIPE, text=True)
+        command = [sys.executable, "-m", "dvc", *args]
+        result = subprocess.run(command, stderr=subprocess.PIPE, text=True, cwd=repository)
     except OSError as err:
         return str(err)
     if result.returncode == 0:
@@ -77,6 +91,7 @@ def fetch(url: str, download_dir: Path, sha256: str) -> Path:
         return target
     partial = target.with_name(target.name + ".partial")
     done = partial.stat().st_size if partial.exists() else 0
+    received = 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -90,9 +105,16 @@ def fetch(url: str, download_dir: Path, sha256: str) -> Path:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     bar.update(len(chunk))
+                    received += len(chunk)
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise DataError(f"cannot download {url} ({reason}); run again to resume") from None
+        if received:  # bytes came, then the connection broke: the next run goes on from here
+            message = f"download of {url} broke off after {received >> 20} MB ({reason}); run again to resume"
+            raise DataError(message) from None
+        host = urllib.parse.urlsplit(url).netloc
+        raise DataError(
+            f"cannot reach {host} to download the dataset ({reason}): the network is missing or the server is down"
+        ) from None
     if file_sha256(partial) != sha256:
         partial.unlink()
         raise DataError(f"downloaded archive from {url} has the wrong SHA-256 (corrupt or changed); deleted it")
@@ -153,10 +175,10 @@ def build_spectrograms(audio_dir: Path, out_dir: Path, genres: tuple[str, ...], 
 
 def track_with_dvc(dataset_dir: Path) -> None:
     """dvc add + dvc push of the folder data.dvc tracks; a clear message, not a crash, when that is impossible."""
-    tracked = dataset_dir.parent
-    reason = dvc("add", str(tracked))
+    tracked, repository = dataset_dir.resolve().parent, dvc_repository(dataset_dir)
+    reason = dvc("add", str(tracked), repository=repository)
     if reason is None:
-        reason = dvc("push", f"{tracked}.dvc")
+        reason = dvc("push", f"{tracked}.dvc", repository=repository)
         if reason is None:
             print(f"data: {tracked} added to DVC and pushed to the default remote")
             return

@@ -1,6 +1,7 @@
 """The one checkpoint loader: a training checkpoint of this project, read as weights only (loading never runs code),
 and the line that says why a checkpoint does not fit the model it names."""
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,7 +17,9 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it does not expect: the error says enough
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
         raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
     if checkpoint_kind(ckpt) is None:

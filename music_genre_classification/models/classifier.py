@@ -4,7 +4,9 @@ tracks: audio or spectrograms in, a genre, every genre's probability and a timel
 Imports stay light (no Lightning, no MLflow) so that one file is labelled quickly.
 """
 
+import math
 import os
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from hydra.errors import InstantiationException
 
@@ -87,15 +90,19 @@ class GenreClassifier:
         window spectrograms (start_s, end_s, input) of the windows not skipped (silence, noise)."""
         return [(start, end, x) for start, end, x, _ in self._track(source, sample_rate)[0] if x is not None]
 
-    def _track(self, source: str | Path | np.ndarray, sample_rate: int | None) -> tuple[list[Window], str | None]:
-        """Window spectrograms and the decoder's warning (a file cut off: only what is there is classified)."""
+    def _track(
+        self, source: str | Path | np.ndarray, sample_rate: int | None, progress: bool = False
+    ) -> tuple[list[Window], str | None]:
+        """Window spectrograms and the decoder's warning (a file cut off: only what is there is classified);
+        `progress`: a bar of the windows done on stderr for a long file (LONG_FILE_WINDOWS windows or more)."""
         if isinstance(source, str | os.PathLike) and str(source).endswith(".npy"):
             return [self._spectrogram_window(Path(source))], None
         if isinstance(source, str | os.PathLike):
             blocks, name = decode_blocks(source, self.sample_rate, self.front_end.params.window_s), str(source)
         else:
             blocks, name = [waveform(source, sample_rate, self.sample_rate)], "waveform"
-        windows = judged_windows(blocks, self.front_end, name)
+        shown = window_progress(blocks, source, self.front_end.params.window_s) if progress else blocks
+        windows = judged_windows(shown, self.front_end, name)
         return windows, getattr(blocks, "warning", None)
 
     def check_spectrograms(self, params_json: Path) -> None:
@@ -126,8 +133,11 @@ class GenreClassifier:
             raise AudioError(f"{path}: the spectrogram holds {REASONS[verdict]} sound, not music")
         return 0.0, spec.shape[1] / params.columns_per_second, spec, verdict
 
-    def predict(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> Prediction:
-        windows, warning = self._track(source, sample_rate)
+    def predict(
+        self, source: str | Path | np.ndarray, sample_rate: int | None = None, progress: bool = False
+    ) -> Prediction:
+        """The genre of a file or waveform; `progress`: windows done on stderr while a long file is read."""
+        windows, warning = self._track(source, sample_rate, progress)
         prediction = self._predict_tracks([windows])[0]
         prediction.warning = warning
         return prediction
@@ -191,6 +201,26 @@ class GenreClassifier:
         order = np.argsort(-probs)
         ranked = {self.genres[i]: float(probs[i]) for i in order}
         return Prediction(self.genres[order[0]], ranked, duration_s, segments)
+
+
+LONG_FILE_WINDOWS = 10  # a file this many windows long (5 min of 30-s windows) shows its progress
+
+
+def window_progress(blocks: Iterable[np.ndarray], source: object, window_s: float) -> Iterable[np.ndarray]:
+    """The decoded blocks (one window each) counted by a tqdm bar on stderr when the file is long; a file whose
+    length the header does not tell (decoded by ffmpeg) gets the bar once it has taken a few seconds."""
+    from tqdm import tqdm
+
+    if not isinstance(source, str | os.PathLike):
+        return blocks
+    try:
+        windows = math.ceil(sf.info(str(source)).duration / window_s)
+    except (sf.LibsndfileError, RuntimeError, TypeError, OSError):
+        windows = None
+    if windows is not None and windows < LONG_FILE_WINDOWS:
+        return blocks
+    name = Path(str(source)).name
+    return tqdm(blocks, total=windows, desc=name, unit=" windows", file=sys.stderr, delay=0 if windows else 3)
 
 
 @contextmanager

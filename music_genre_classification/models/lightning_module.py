@@ -1,4 +1,5 @@
-"""LightningModule: crop training with SpecAugment, per-clip validation, torchmetrics, AdamW + cosine.
+"""LightningModule: crop training with SpecAugment, per-clip validation, torchmetrics; the optimizer and learning-rate
+schedule come from the config (configs/optimizer, configs/scheduler).
 
 `test` scores a checkpoint through its predictor (training/evaluate.py), not through Lightning.
 """
@@ -17,6 +18,7 @@ from music_genre_classification.models.augment import gain_tilt, time_stretch
 from music_genre_classification.models.networks import clip_probabilities
 
 STAGES = ("train", "val")
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 1e-4}
 
 
 def spec_augment(crops: torch.Tensor, masks: int, freq_width: int, time_width: int) -> torch.Tensor:
@@ -91,8 +93,8 @@ class GenreModule(L.LightningModule):
         spectrogram: dict,
         crop_columns: int = 128,
         eval_hop: int = 64,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
         spec_augment: dict | None = None,
         mixup: float = 0.0,
         mel_shift: int = 0,
@@ -107,6 +109,10 @@ class GenreModule(L.LightningModule):
         stretch: float = 0.0,
     ):
         """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint.
+
+        `optimizer`, `scheduler`: `_partial_` Hydra configs (configs/optimizer, configs/scheduler), called with the
+        parameters and with the optimizer; no optimizer: AdamW(lr=1e-3, weight_decay=1e-4); no scheduler (or one
+        without a `_target_`): a constant learning rate. A `T_max` of null becomes the run's epochs.
 
         `class_weights`: "balanced" (inverse genre frequency in the train part, as scikit-learn's) or one weight
         per genre for the cross-entropy; `init_from`: a CNN checkpoint whose weights start training (fine-tuning),
@@ -213,10 +219,14 @@ class GenreModule(L.LightningModule):
         self._store_confusion("val")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 100
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(self.parameters())
+        schedule = dict(self.hparams.scheduler or {})
+        if not schedule.get("_target_"):
+            return optimizer
+        if "T_max" in schedule and schedule["T_max"] is None:  # the run's epochs; 100 when they are unlimited
+            epochs = self.trainer.max_epochs
+            schedule["T_max"] = epochs if epochs and epochs > 0 else 100
+        return {"optimizer": optimizer, "lr_scheduler": instantiate(schedule)(optimizer)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["split_table"] = self.split_table

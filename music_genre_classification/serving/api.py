@@ -17,7 +17,7 @@ from importlib.resources import files
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service = service
     page = (files("music_genre_classification.serving") / "web" / "index.html").read_text()
+    icon = (files("music_genre_classification.serving") / "web" / "favicon.svg").read_bytes()
 
     @app.exception_handler(ApiError)
     async def refused(request: Request, err: ApiError) -> JSONResponse:
@@ -99,6 +100,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def web_page() -> str:
         return page
+
+    @app.get("/favicon.ico", include_in_schema=False)  # what browsers ask for on every visit
+    async def favicon() -> Response:
+        return Response(icon, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/health", responses={503: ERRORS[503]})
     async def health():

@@ -82,7 +82,7 @@ def run_infer(
         rows = FolderRows(tuple(classifier.genres), segments=segments)
         table = ResultTable(output, rows.columns()) if output else None
         return folder_job(classifier, model_path, source, table, rows, batch_size, engine, address) > 0
-    prediction = classifier.predict(source)
+    prediction = classifier.predict(source, progress=True)
     print(format_prediction(prediction, segments))
     if prediction.warning:
         print(f"warning: {prediction.warning}", file=sys.stderr)

@@ -10,6 +10,7 @@ import numpy as np
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.folder import check_writable
+from music_genre_classification.palette import genre_colours
 from music_genre_classification.serving.library import Library, read_library
 from music_genre_classification.serving.similar import normalised
 
@@ -54,13 +55,14 @@ def write_png(xy: np.ndarray, groups: list[str], title: str, path: Path) -> None
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 6))
-    cmap = plt.get_cmap("tab10" if len(set(groups)) <= 10 else "tab20")
     size = max(2.0, min(20.0, 4000 / len(xy)))
-    for k, group in enumerate(sorted(set(groups))):
+    for group, colour in genre_colours(groups).items():
         mask = np.array([g == group for g in groups])
-        ax.scatter(xy[mask, 0], xy[mask, 1], s=size, color=cmap(k % cmap.N), label=group, alpha=0.8, linewidths=0)
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=size, color=colour, label=group, alpha=0.8, linewidths=0)
     ax.set(title=title, xticks=[], yticks=[])
-    ax.legend(markerscale=max(1.0, 20 / size) ** 0.5, fontsize=8, loc="best", frameon=False)
+    legend = ax.legend(markerscale=max(1.0, 20 / size) ** 0.5, fontsize=8, loc="best", frameon=False)
+    for handle in legend.legend_handles:  # the legend shows each genre's colour as it is, not faded
+        handle.set_alpha(1.0)
     fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
 
@@ -69,7 +71,7 @@ def write_html(xy: np.ndarray, library: Library, groups: list[str], title: str, 
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for group in sorted(set(groups)):
+    for group, colour in genre_colours(groups).items():
         chosen = [i for i, g in enumerate(groups) if g == group]
         fig.add_trace(
             go.Scattergl(
@@ -77,7 +79,7 @@ def write_html(xy: np.ndarray, library: Library, groups: list[str], title: str, 
                 y=xy[chosen, 1],
                 mode="markers",
                 name=group,
-                marker={"size": 6},
+                marker={"size": 6, "color": colour},
                 customdata=[[library.paths[i], library.genres[i], library.labels[i] or "-"] for i in chosen],
                 hovertemplate=HOVER,
             )
@@ -97,9 +99,11 @@ def run_map(index_path: str, output_path: str, method: str = "tsne") -> list[Pat
     for path in (html, png):
         check_writable(path)
     library = read_library(Path(index_path))
+    name = {"tsne": "t-SNE", "umap": "UMAP"}[method]
+    # one status line: the layout gives no progress of its own, and a big library takes a while
+    print(f"map: laying out {len(library)} tracks with {name}...", flush=True)
     xy = layout(library.embeddings, method)
     groups, what = colours(library)
-    name = {"tsne": "t-SNE", "umap": "UMAP"}[method]
     title = f"{len(library)} tracks of {Path(index_path).name}, {name} of the embeddings, colour: {what}"
     write_png(xy, groups, title, png)
     write_html(xy, library, groups, title, html)

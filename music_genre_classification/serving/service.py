@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from music_genre_classification.config import UserError
+from music_genre_classification.palette import genre_colours
 from music_genre_classification.serving.upload import ApiError
 
 if TYPE_CHECKING:  # torch is imported by the loading thread, so that the port opens before it is
@@ -109,7 +110,8 @@ class Model:
     batcher: Batcher
 
     def info(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "genres": self.genres, "val_metrics": self.val_metrics}
+        info = {"name": self.name, "kind": self.kind, "genres": self.genres, "val_metrics": self.val_metrics}
+        return info | {"colours": genre_colours(self.genres)}  # the web page draws each genre in its colour
 
 
 class Service:

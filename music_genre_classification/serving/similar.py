@@ -64,13 +64,14 @@ def closeness_floor(index, library: Library) -> float | None:
 
 
 def query_embedding(library: Library, audio_path: str | None, path: str | None, model_path: str | None) -> tuple:
-    """(embedding, index of the query in the library or None) for a track of the library or a new file."""
+    """(embedding, index of the query in the library or None, what the query is: its path, predicted genre and
+    folder label) for a track of the library or a new file."""
     if path is not None:
         wanted = str(Path(path).resolve())
         if wanted not in library.paths:
             raise UserError(f"{path}: not in the library (embed it, or give it with --audio_path)")
         i = library.paths.index(wanted)
-        return library.embeddings[i], i
+        return library.embeddings[i], i, (wanted, library.genres[i], library.labels[i])
     from music_genre_classification.models.classifier import GenreClassifier
     from music_genre_classification.serving.batch import check_source
 
@@ -90,7 +91,7 @@ def query_embedding(library: Library, audio_path: str | None, path: str | None, 
     if not prediction.music:
         message = f"warning: {source}: does not sound like music ({prediction.not_music}); its neighbours mean little"
         print(message, file=sys.stderr)
-    return prediction.embedding, None
+    return prediction.embedding, None, (str(source), prediction.genre, None)
 
 
 def run_similar(
@@ -105,7 +106,7 @@ def run_similar(
         raise UserError("give either --audio_path (a new file) or --path (a track of the library)")
     table = Path(index_path)
     library = read_library(table)
-    embedding, itself = query_embedding(library, audio_path, path, model_path)
+    embedding, itself, (query, genre, label) = query_embedding(library, audio_path, path, model_path)
     index = vector_index(table, library)
     scores, found = index.search(normalised(embedding[None]), min(top + (itself is not None), len(library)))
     results = [(float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0 and i != itself][:top]
@@ -116,7 +117,9 @@ def run_similar(
             f"{1 - FAR_SHARE:.0%} of its tracks have a neighbour at {floor:.3f} or closer)",
             file=sys.stderr,
         )
-    print(f"{'rank':>4}  {'cosine':>6}  {'genre':<10} {'label':<10} path")
+    print(f"query: {query}\n  genre: {genre} (predicted)" + (f", label: {label} (its folder)" if label else ""))
+    # each neighbour's genre as the model predicts it, and the genre its folder names (the label)
+    print(f"{'rank':>4}  {'cosine':>6}  {'neighbour genre':<15}  {'label':<10} path")
     for rank, (score, i) in enumerate(results, 1):
-        print(f"{rank:>4}  {score:6.3f}  {library.genres[i]:<10} {library.labels[i] or '-':<10} {library.paths[i]}")
+        print(f"{rank:>4}  {score:6.3f}  {library.genres[i]:<15}  {library.labels[i] or '-':<10} {library.paths[i]}")
     return results

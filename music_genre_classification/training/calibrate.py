@@ -1,5 +1,8 @@
-"""calibrate: fit a checkpoint's temperature on the val part of its own split and store it (for checkpoints trained
-before `train` did so, or to refit an ensemble's); every consumer then applies it."""
+"""Temperature of a checkpoint, fitted on val clips and stored in it; every consumer then applies it.
+
+`train` calls it on each new checkpoint with the val clips it trained beside; the `calibrate` command on a checkpoint
+trained before `train` did so (or an ensemble's, to refit it), with the val part of the checkpoint's own split.
+"""
 
 from pathlib import Path
 
@@ -12,25 +15,33 @@ from music_genre_classification.models.calibration import (
     temperature_scaled,
 )
 from music_genre_classification.models.checkpoint import load_checkpoint
-from music_genre_classification.models.predictors import predictor
+from music_genre_classification.models.predictors import predictor, track_probabilities
 from music_genre_classification.training.evaluate import clip_scores
 
 
-def calibrate(checkpoint: str, output_path: str) -> float:
-    output = Path(output_path)
+def calibrate(checkpoint: str | Path, output_path: str | Path | None = None, datamodule=None) -> float:
+    """Fit the temperature on val clips, scored as `test` scores them, and write the checkpoint with it to
+    `output_path` (default: in place). `datamodule`: its val clips (set up); else the checkpoint's own split's."""
+    output = Path(output_path or checkpoint)
     if output.suffix != ".ckpt":
         raise UserError(f"{output}: the calibrated checkpoint is written as a .ckpt file")
     ckpt = load_checkpoint(checkpoint)
     ckpt["hyper_parameters"]["temperature"] = 1.0  # fitted on the unscaled probabilities
-    scores = clip_scores(ckpt, predictor(ckpt), "val", {}, compose("test", []).data)
-    if not scores.ids:
+    if datamodule is not None:
+        _, labels, tracks = datamodule.tracks("val")
+        probs, _ = track_probabilities(predictor(ckpt), tracks)
+    else:
+        scores = clip_scores(ckpt, predictor(ckpt), "val", {}, compose("test", []).data)
+        probs, labels = scores.probs, scores.labels
+    if not len(labels):
         raise UserError(f"{checkpoint}: its split has no val clip to fit a temperature on")
-    temperature = fit_temperature(scores.probs, scores.labels)
+    temperature = fit_temperature(probs, labels)
     ckpt["hyper_parameters"]["temperature"] = temperature
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, output)
-    before = expected_calibration_error(scores.probs, scores.labels)
-    after = expected_calibration_error(temperature_scaled(scores.probs, temperature), scores.labels)
-    print(f"val: {len(scores.ids)} clips; temperature {temperature:.3f}; val ECE {before:.4f} -> {after:.4f}")
-    print(f"written: {output}")
+    if datamodule is None:  # the command's report; `train` prints the temperature in its summary
+        before = expected_calibration_error(probs, labels)
+        after = expected_calibration_error(temperature_scaled(probs, temperature), labels)
+        print(f"val: {len(labels)} clips; temperature {temperature:.3f}; val ECE {before:.4f} -> {after:.4f}")
+        print(f"written: {output}")
     return temperature

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from music_genre_classification.config import UserError, build, compose, to_dict
+from music_genre_classification.config import (
+    UserError,
+    artifact_location,
+    build,
+    compose,
+    make_sqlite_folder,
+    project_path,
+    to_dict,
+)
 from music_genre_classification.data.datamodule import GenreDataModule
 from music_genre_classification.data.dataset import DataError
 from music_genre_classification.data.feature_data import FeatureDataModule
@@ -204,10 +212,14 @@ def log_test_run(result: dict, ckpt: dict, settings, tag: str, files: list[Path]
 
     run_config = ckpt["hyper_parameters"].get("run_config") or {}
     logger = run_config.get("logger") or {}
-    client = mlflow.MlflowClient(settings.get("tracking_uri") or logger.get("tracking_uri") or "sqlite:///mlflow.db")
+    output_dir = run_config.get("output_dir") or project_path("outputs")
+    tracking_uri = settings.get("tracking_uri") or logger.get("tracking_uri") or f"sqlite:///{output_dir}/mlflow.db"
+    make_sqlite_folder(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
     name = settings.get("experiment_name") or logger.get("experiment_name") or "music-genre-classification"
     experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    location = artifact_location(tracking_uri, output_dir)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name, location)
     runs = []
     if run_config.get("run_dir"):
         query = f"tags.`mlflow.runName` = '{run_config['run_dir']}'"

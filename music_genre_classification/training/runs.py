@@ -1,8 +1,16 @@
-"""A training run's place on disk: its folder outputs/<date>/<time>/, and outputs/model_full.ckpt -> its model."""
+"""A training run's bookkeeping, the same for every model kind (network, features model, ensemble): its folder
+outputs/<date>/<time>/ with config.yaml, split.csv, val_metrics.json and plots; outputs/model_full.ckpt -> its model;
+the MLflow run's parameters and artifacts; the summary printed at the end."""
 
+import json
 import os
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from music_genre_classification.config import artifact_location, build, to_dict
 
 RUN_DIR_ENV = "MGC_RUN_DIR"  # DDP workers re-run the command; they join the run their launcher started
 
@@ -30,3 +38,49 @@ def point_latest(best: Path, link: Path) -> None:
     except OSError:
         tmp.write_bytes(best.read_bytes())
     os.replace(tmp, link)
+
+
+class Run:
+    """One training run: `start` makes its folder (cfg.run_dir) and MLflow run, `record_setup` writes what it trains
+    on, `finish` what came out. Every model kind goes through these three, so every run leaves the same files."""
+
+    def __init__(self, cfg: DictConfig, mlflow_run_id: str | None = None, log: bool = True):
+        self.cfg = cfg
+        self.dir = new_run_dir(cfg.output_dir)
+        cfg.run_dir = str(self.dir)
+        self.logger = False
+        if log and cfg.get("logger"):  # a local store keeps its artifacts (mlruns/) under the outputs, not the cwd
+            store = {"artifact_location": artifact_location(cfg.logger.tracking_uri, cfg.output_dir)}
+            self.logger = build(cfg.logger, run_id=mlflow_run_id, **(store if "tracking_uri" in cfg.logger else {}))
+        self.artifacts: list[Path] = []
+
+    @property
+    def plots(self) -> Path:
+        return self.dir / "plots"
+
+    def record_setup(self, write_split: Callable[[Path], None] | None = None) -> None:
+        """config.yaml (resolved), split.csv (every clip's part) and the MLflow parameters."""
+        OmegaConf.save(self.cfg, self.dir / "config.yaml", resolve=True)
+        self.artifacts.append(self.dir / "config.yaml")
+        if write_split is not None:
+            write_split(self.dir / "split.csv")
+            self.artifacts.append(self.dir / "split.csv")
+        if self.logger:
+            self.logger.log_hyperparams(to_dict(self.cfg))
+
+    def finish(self, checkpoint: Path, result: dict, artifacts: Iterable[Path] = (), summary: str = "") -> dict:
+        """outputs/model_full.ckpt -> `checkpoint`, val_metrics.json (`result`), the artifacts to MLflow, and the
+        run's summary: its folder, its checkpoint, then `summary`."""
+        point_latest(checkpoint, Path(self.cfg.output_dir) / "model_full.ckpt")
+        (self.dir / "val_metrics.json").write_text(json.dumps(result, indent=2))
+        if self.logger:
+            for path in [*self.artifacts, *artifacts]:
+                self.logger.experiment.log_artifact(self.logger.run_id, str(path))
+        print(f"\nrun directory:   {self.dir}\nbest checkpoint: {checkpoint}" + (f"\n{summary}" if summary else ""))
+        return result
+
+
+def metrics_line(metrics: dict) -> str:
+    """validation: val/acc=0.8000  val/f1=...; or that there were no val clips."""
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("val/")) or "none (no val clips)"
+    return f"validation:      {shown}"

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from music_genre_classification.config import UserError, build, compose, to_dict
 from music_genre_classification.data.collection import is_auto
 from music_genre_classification.data.fetch import ensure_data
-from music_genre_classification.models.calibration import fit_temperature
+from music_genre_classification.training.calibrate import calibrate
 from music_genre_classification.training.plots import plot_confusion, plot_curves
 from music_genre_classification.training.progress import EpochLine, quiet_third_parties, show_progress_bar
-from music_genre_classification.training.runs import new_run_dir, point_latest
+from music_genre_classification.training.runs import Run, metrics_line
 
 
 class History(L.Callback):
@@ -53,23 +53,11 @@ def make_trainer(cfg: DictConfig, logger, history: History, validate: bool, extr
     callbacks = [build(c) for c in wanted.values()] + [history, *extra]
     progress_bar = cfg.trainer.get("enable_progress_bar", show_progress_bar())
     trainer_args["enable_progress_bar"] = progress_bar
+    # Lightning's layer table (ending in "Total FLOPs: 0" on the CPU) is left out unless asked for
+    trainer_args["enable_model_summary"] = cfg.trainer.get("enable_model_summary", False)
     if not progress_bar:
         callbacks.append(EpochLine())
     return build(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=cfg.run_dir, **trainer_args)
-
-
-def calibrate(checkpoint: Path, datamodule) -> float:
-    """Fit the checkpoint's temperature on the val clips (scored as `test` scores) and store it in the checkpoint."""
-    from music_genre_classification.models.checkpoint import load_checkpoint
-    from music_genre_classification.models.predictors import predictor, track_probabilities
-
-    ckpt = load_checkpoint(checkpoint)
-    _, labels, tracks = datamodule.tracks("val")
-    probs, _ = track_probabilities(predictor(ckpt), tracks)
-    temperature = fit_temperature(probs, labels)
-    ckpt["hyper_parameters"]["temperature"] = temperature
-    torch.save(ckpt, checkpoint)
-    return temperature
 
 
 def is_features_run(cfg: DictConfig) -> bool:
@@ -108,15 +96,14 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
     """One training run of a composed train config; `tune` passes its pruning callback and a child MLflow run."""
     quiet_third_parties()
     features = is_features_run(cfg)
-    run_dir = new_run_dir(cfg.output_dir)
-    cfg.run_dir = str(run_dir)
-    logger = build(cfg.logger, run_id=mlflow_run_id) if cfg.get("logger") else False
+    run = Run(cfg, mlflow_run_id)
     if features:
         from music_genre_classification.training.train_features import train_features
 
-        return train_features(cfg, run_dir, logger)
+        return train_features(cfg, run)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     history = History()
+    logger = run.logger
     trainer = make_trainer(cfg, logger, history, True, callbacks)  # bad overrides fail here, before any download
     listed = None if is_auto(cfg.datamodule.genres) else list(cfg.datamodule.genres)
     module = build_module(cfg, listed) if listed else None  # bad model settings fail here, before any data is read
@@ -132,13 +119,9 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
         module = build_module(cfg, list(datamodule.genres))
 
     module.split_table = datamodule.split_table
-    plot_dir = run_dir / "plots"
     if trainer.is_global_zero:
-        plot_dir.mkdir(exist_ok=True)
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-        datamodule.write_split(run_dir / "split.csv")
-        if logger:
-            logger.log_hyperparams(to_dict(cfg))
+        run.plots.mkdir(exist_ok=True)
+        run.record_setup(datamodule.write_split)
 
     trainer.fit(module, datamodule=datamodule)
     best = Path(trainer.checkpoint_callback.best_model_path)
@@ -146,26 +129,20 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
     if validate:
         val = trainer.validate(module, datamodule, ckpt_path=str(best), verbose=False)[0]
         val = {k: float(v) for k, v in val.items()}
-    result = {"run_dir": str(run_dir), "best_checkpoint": str(best), **val}
+    result = {"run_dir": str(run.dir), "best_checkpoint": str(best), **val}
     if trainer.world_size > 1:
-        (run_dir / f"rank{trainer.global_rank}.json").write_text(
+        (run.dir / f"rank{trainer.global_rank}.json").write_text(
             json.dumps({**result, "parameters_sha1": parameter_digest(module)}, indent=2)
         )
-    if trainer.is_global_zero:
-        if validate:  # probabilities that mean what they say: T fitted on val, applied by every consumer
-            result["temperature"] = calibrate(best, datamodule)
-        point_latest(best, Path(cfg.output_dir) / "model_full.ckpt")
-        pngs = plot_curves(history.rows, plot_dir)
+    if not trainer.is_global_zero:
+        return result
+    summary = metrics_line(val)
+    if validate:  # probabilities that mean what they say: T fitted on val, applied by every consumer
+        result["temperature"] = calibrate(best, datamodule=datamodule)
+        summary += f"\ntemperature:     {result['temperature']:.3f} (fitted on val, stored in the checkpoint)"
+    pngs = plot_curves(history.rows, run.plots)
+    if validate:
+        confusion = module.last_confusion["val"].numpy()
         genres = list(cfg.datamodule.genres)
-        if validate:
-            confusion = module.last_confusion["val"].numpy()
-            pngs.append(plot_confusion(confusion, genres, plot_dir / "confusion_val.png", "val"))
-        (run_dir / "val_metrics.json").write_text(json.dumps(result, indent=2))
-        if logger:
-            for path in [run_dir / "config.yaml", run_dir / "split.csv", *pngs]:
-                logger.experiment.log_artifact(logger.run_id, str(path))
-        metrics = "  ".join(f"{k}={v:.4f}" for k, v in val.items()) or "none (no val clips)"
-        print(f"\nrun directory:   {run_dir}\nbest checkpoint: {best}\nvalidation:      {metrics}")
-        if validate:
-            print(f"temperature:     {result['temperature']:.3f} (fitted on val, stored in the checkpoint)")
-    return result
+        pngs.append(plot_confusion(confusion, genres, run.plots / "confusion_val.png", "val"))
+    return run.finish(best, result, pngs, summary)

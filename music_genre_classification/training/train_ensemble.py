@@ -2,12 +2,11 @@
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from music_genre_classification.config import UserError
-from music_genre_classification.training.runs import new_run_dir, point_latest
+from music_genre_classification.training.runs import Run
 
 
 def train_members(cfg: DictConfig, overrides: list[str], train: Callable[[list[str]], dict]) -> dict:
@@ -27,13 +26,11 @@ def train_members(cfg: DictConfig, overrides: list[str], train: Callable[[list[s
         results.append(train([*overrides, *extra.split(), "members=null"]))
         if "best_checkpoint" not in results[-1] or not results[-1].get("temperature"):
             raise UserError(f"member {extra!r} kept no val part to choose the ensemble's weights on")
-    run_dir = new_run_dir(cfg.output_dir)
-    cfg.run_dir = str(run_dir)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    output = run_dir / "ensemble.ckpt"
+    run = Run(cfg, log=False)  # each member has its MLflow run; the ensemble adds no training
+    run.record_setup()
+    output = run.dir / "ensemble.ckpt"
     print(f"\n== ensemble of {len(members)} members", flush=True)
     make_ensemble([r["best_checkpoint"] for r in results], str(output))
-    point_latest(output, Path(cfg.output_dir) / "model_full.ckpt")
     minutes = (time.perf_counter() - started) / 60
-    print(f"\nensemble checkpoint: {output}\ntraining time:       {minutes:.1f} min for {len(members)} members")
-    return {"run_dir": str(run_dir), "best_checkpoint": str(output), "members": results, "minutes": minutes}
+    result = {"run_dir": str(run.dir), "best_checkpoint": str(output), "members": results, "minutes": minutes}
+    return run.finish(output, result, summary=f"training time:   {minutes:.1f} min for {len(members)} members")

@@ -1,16 +1,15 @@
 """train model=features_*: fit a scikit-learn pipeline on the train clips' feature rows, choosing `model.grid` on val.
 
-Same outputs as the CNN: outputs/<date>/<time>/ with config.yaml, split.csv, checkpoints/model.ckpt, the val
-confusion PNG and val_metrics.json; MLflow params, metrics and artifacts; outputs/model_full.ckpt -> the model.
+The same run bookkeeping as the networks (training/runs.py): outputs/<date>/<time>/ with config.yaml, split.csv,
+checkpoints/model.ckpt, the val confusion PNG and val_metrics.json; MLflow params, metrics, artifacts; model_full.ckpt
 """
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from sklearn.model_selection import ParameterGrid
 
 from music_genre_classification.config import UserError, build, first_line, to_dict
@@ -20,7 +19,7 @@ from music_genre_classification.models.classical import pipeline_to_bytes
 from music_genre_classification.models.predictors import FeaturePredictor, one_thread
 from music_genre_classification.training.evaluate import clip_metrics
 from music_genre_classification.training.plots import plot_confusion
-from music_genre_classification.training.runs import point_latest
+from music_genre_classification.training.runs import Run, metrics_line
 
 
 def configured(cfg: DictConfig, params: dict):
@@ -31,7 +30,7 @@ def configured(cfg: DictConfig, params: dict):
         raise UserError(f"model.grid: {err}") from None
 
 
-def train_features(cfg: DictConfig, run_dir: Path, logger=None) -> dict:
+def train_features(cfg: DictConfig, run: Run) -> dict:
     grid = to_dict(cfg.model.grid) if cfg.model.get("grid") else {}
     candidates = list(ParameterGrid(grid)) if grid else [{}]
     for params in candidates:  # bad settings fail here, before any data is read
@@ -61,7 +60,7 @@ def train_features(cfg: DictConfig, run_dir: Path, logger=None) -> dict:
     params, model, val = max(tried, key=lambda t: (t[2].get("acc", 0), -t[2].get("loss", 0)))  # first of equals
     train = clip_metrics(model, *data.tracks("train"))
 
-    checkpoint = run_dir / "checkpoints" / "model.ckpt"
+    checkpoint = run.dir / "checkpoints" / "model.ckpt"
     checkpoint.parent.mkdir(parents=True)
     hyper_parameters = {
         "kind": "features",
@@ -74,30 +73,24 @@ def train_features(cfg: DictConfig, run_dir: Path, logger=None) -> dict:
     val_metrics = {f"val/{k}": v for k, v in val.items() if k != "confusion"}  # as a CNN checkpoint stores them
     blob = {"hyper_parameters": hyper_parameters, "pipeline": pipeline_to_bytes(model.pipeline)}
     torch.save(blob | {"split_table": data.split_table, "val_metrics": val_metrics}, checkpoint)
-    point_latest(checkpoint, Path(cfg.output_dir) / "model_full.ckpt")
 
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    data.write_split(run_dir / "split.csv")
+    run.record_setup(data.write_split)
     metrics = {"train/acc": train["acc"], **val_metrics}
-    result = {"run_dir": str(run_dir), "best_checkpoint": str(checkpoint), "chosen": params, **metrics}
-    (run_dir / "val_metrics.json").write_text(json.dumps(result, indent=2))
-    artifacts = [run_dir / "config.yaml", run_dir / "split.csv"]
+    result = {"run_dir": str(run.dir), "best_checkpoint": str(checkpoint), "chosen": params, **metrics}
+    artifacts = []
     if validate:
-        (run_dir / "plots").mkdir()
-        artifacts.append(plot_confusion(val["confusion"], genres, run_dir / "plots" / "confusion_val.png", "val"))
+        run.plots.mkdir()
+        artifacts.append(plot_confusion(val["confusion"], genres, run.plots / "confusion_val.png", "val"))
     if len(candidates) > 1:
-        artifacts.append(write_grid(tried, run_dir / "grid.csv"))
-    if logger:
-        logger.log_hyperparams(to_dict(cfg))
+        artifacts.append(write_grid(tried, run.dir / "grid.csv"))
+    if run.logger:
         for step, (_, _, scores) in enumerate(tried):
-            logger.log_metrics({f"grid/val_{k}": v for k, v in scores.items() if k != "confusion"}, step=step)
-        logger.log_metrics(metrics)
-        for path in artifacts:
-            logger.experiment.log_artifact(logger.run_id, str(path))
-        logger.finalize("success")
-    shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("val/")) or "none (no val clips)"
+            run.logger.log_metrics({f"grid/val_{k}": v for k, v in scores.items() if k != "confusion"}, step=step)
+        run.logger.log_metrics(metrics)
     chosen = f"\nchosen on val:   {params}" if len(candidates) > 1 else ""
-    print(f"\nrun directory:   {run_dir}\ncheckpoint:      {checkpoint}\nvalidation:      {shown}{chosen}")
+    run.finish(checkpoint, result, artifacts, metrics_line(metrics) + chosen)
+    if run.logger:
+        run.logger.finalize("success")
     return result
 
 

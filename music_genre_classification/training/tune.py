@@ -2,7 +2,9 @@
 
 The study lives in `tune.storage`, so the same command resumes it and several processes (on one machine, or on many
 with a PostgreSQL or MySQL server) share it. At the end: the best trials, parameter importances, plots, and the best
-trial as configs/experiment/tuned_<study_name>.yaml.
+trial as an experiment config, <output_dir>/tune/<study_name>/experiment/tuned_<study_name>.yaml (never in configs/:
+`train hydra.searchpath=[file://<that tune folder>] experiment=tuned_<study_name>` uses it where it is; copied into
+configs/experiment, it becomes one of the project's recipes).
 """
 
 import contextlib
@@ -10,6 +12,7 @@ import copy
 import hashlib
 import os
 import re
+import shlex
 import socket
 import sys
 import tempfile
@@ -23,7 +26,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from music_genre_classification.config import CONFIG_DIR, UserError, build, compose, first_line
+from music_genre_classification.config import (
+    UserError,
+    artifact_location,
+    build,
+    compose,
+    first_line,
+    make_sqlite_folder,
+)
+from music_genre_classification.training.progress import quiet_third_parties
 from music_genre_classification.training.train import fit
 
 DIRECTIONS = {"val/loss": "minimize", "val/f1": "maximize", "val/acc": "maximize"}
@@ -139,6 +150,7 @@ def open_study(settings: DictConfig, user_overrides: list[str]) -> optuna.Study:
         )
 
     try:
+        make_sqlite_folder(url)
         with one_at_a_time(url):
             study = load()
     except ImportError as err:
@@ -197,11 +209,14 @@ class Tracking:
             return
         from mlflow import MlflowClient
 
-        with one_at_a_time(cfg.logger.tracking_uri):  # the first process creates the store and the parent run
-            self.client = MlflowClient(tracking_uri=cfg.logger.tracking_uri)
+        uri = cfg.logger.tracking_uri
+        make_sqlite_folder(uri)
+        with one_at_a_time(uri):  # the first process creates the store and the parent run
+            self.client = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(cfg.logger.experiment_name)
+            location = artifact_location(uri, cfg.output_dir)
             self.experiment_id = (
-                found.experiment_id if found else self.client.create_experiment(cfg.logger.experiment_name)
+                found.experiment_id if found else self.client.create_experiment(cfg.logger.experiment_name, location)
             )
             self.parent = study.user_attrs.get("mlflow_parent_run_id")
             if self.parent is None:
@@ -310,6 +325,8 @@ def objective(study: optuna.Study, base: DictConfig, space: list[Param], setting
 
 def tune(overrides: list[str]) -> optuna.Study:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retries, plots
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial of its own: the table at the end says it
+    quiet_third_parties()  # MLflow's table creation, alembic
     cfg = compose("tune", overrides, hydra_config=True)
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
@@ -388,13 +405,15 @@ def report(study: optuna.Study, cfg: DictConfig, choices: dict, space: list[Para
         plots.append(plot(optuna.visualization.matplotlib.plot_intermediate_values(study), out / "epochs.png"))
 
     best = study.best_trial
-    experiment = write_experiment(best, study, cfg, choices, space)
-    command = f"python -m music_genre_classification.commands train experiment={experiment.stem}"
+    experiment = write_experiment(best, study, cfg, choices, space, out)
+    search_path = shlex.quote(f"hydra.searchpath=[{out.resolve().as_uri()}]")
+    command = f"python -m music_genre_classification.commands train {search_path} experiment={experiment.stem}"
     print(
         f"best: trial {best.number}, {settings.metric} {best.value:.4f}, "
         + ", ".join(f"{k}={v}" for k, v in best.params.items())
         + f"\nrun directory:   {best.user_attrs.get('run_dir')}\nexperiment:      {experiment}"
         f"\nreproduce it:    {command}\ntable and plots: {out}"
+        f"\nto keep it with the project's recipes: cp {shlex.quote(str(experiment))} configs/experiment/"
     )
     tracking.finish([out / "trials.csv", *plots, experiment], {f"best_{settings.metric}": best.value})
 
@@ -410,9 +429,10 @@ def plot(axes, path: Path) -> Path:
     return path
 
 
-def write_experiment(trial, study: optuna.Study, cfg: DictConfig, choices: dict, space: list[Param]) -> Path:
-    """configs/experiment/tuned_<study>.yaml: the groups the trial's config picked and every value it changed from
-    what those groups give, so that `train experiment=tuned_<study>` composes the trial's config again."""
+def write_experiment(trial, study: optuna.Study, cfg: DictConfig, choices: dict, space: list[Param], out: Path) -> Path:
+    """<out>/experiment/tuned_<study>.yaml: the groups the trial's config picked and every value it changed from
+    what those groups give, so that `train hydra.searchpath=[file://<out>] experiment=tuned_<study>` composes the
+    trial's config again. Never written into configs/: a study does not overwrite the project's recipes."""
     groups = []  # overrides of train.yaml's groups, each only where the groups before it did not bring it already
     for group in TRAIN_GROUPS:
         now = compose("train", [f"{g}={c}" if c else f"~{g}" for g, c in groups], hydra_config=True)
@@ -424,12 +444,14 @@ def write_experiment(trial, study: optuna.Study, cfg: DictConfig, choices: dict,
         del values.tune
     changed = difference(OmegaConf.to_container(values), OmegaConf.to_container(plain)) or {}
     changed.pop("run_dir", None)
-    path = CONFIG_DIR / "experiment" / f"tuned_{study.study_name}.yaml"
+    path = out / "experiment" / f"tuned_{study.study_name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     metric = cfg.tune.metric
     header = [
         "# @package _global_",
         f"# Trial {trial.number} of the Optuna study {study.study_name!r}, the best by {metric} ({trial.value:.4f}),",
-        f"# written by `tune`. Reproduce it: train experiment={path.stem}",
+        f"# written by `tune`. Reproduce it: train hydra.searchpath=[{out.resolve().as_uri()}] experiment={path.stem}",
+        "# or copy this file into configs/experiment/ and: train experiment=" + path.stem,
     ]
     defaults = {"defaults": [{f"override /{g}": c} for g, c in groups]} if groups else {}
     body = OmegaConf.to_yaml(OmegaConf.create({**defaults, **changed}))

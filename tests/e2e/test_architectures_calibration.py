@@ -100,7 +100,7 @@ def test_test_reports_intervals_and_calibration_in_console_json_plot_and_mlflow(
     assert 0 <= report["calibration"]["ece_after"] <= 1 and report["calibration"]["bins"] == 15
     assert ckpt.resolve().with_suffix(".test.reliability.png").stat().st_size > 1000
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'outputs' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("music-genre-classification")
     (run,) = client.search_runs([experiment.experiment_id])  # the training run, not a new one
     assert run.data.metrics["test/accuracy_ci95_low"] == pytest.approx(low)

@@ -37,7 +37,7 @@ SMALL = [  # a tiny CNN on short crops, as TRAIN_ARGS (helpers/processes.py), wi
     "datamodule.crops_per_clip=2",
     "model.net.channels=[8,16,16,32]",
     "model.eval_hop=16",
-    "model.lr=0.01",
+    "model.optimizer.lr=0.01",
     "trainer.accelerator=cpu",
     "+trainer.enable_progress_bar=false",
 ]

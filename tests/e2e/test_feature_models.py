@@ -70,7 +70,7 @@ def test_a_features_run_writes_what_a_cnn_run_writes_and_logs_to_mlflow(on_table
     assert isinstance(stored["pipeline"], bytes) and len(stored["split_table"]) == 36
     assert stored["val_metrics"] == {k: val[k] for k in ("val/acc", "val/f1", "val/loss")}
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{on_table['work'] / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{on_table['work'] / 'outputs' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("music-genre-classification").experiment_id])
     assert run.data.params["model/pipeline/classifier/_target_"] == "sklearn.linear_model.LogisticRegression"
     assert {"val/acc", "val/f1", "val/loss", "train/acc"} <= set(run.data.metrics)

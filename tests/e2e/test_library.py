@@ -7,6 +7,7 @@ import os
 import shutil
 
 import faiss
+import matplotlib.image
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +18,7 @@ from helpers.processes import run_cli
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import load_audio
 from music_genre_classification.models.classifier import GenreClassifier
+from music_genre_classification.palette import genre_colours
 from music_genre_classification.serving.library import read_library
 from music_genre_classification.serving.library_map import run_map
 from music_genre_classification.serving.similar import normalised, run_similar
@@ -72,6 +74,9 @@ def test_similar_through_a_saved_faiss_index(trained, library, tmp_path, capsys)
     result = run_cli("similar", "--index", str(table), "--path", query, "--top", "3", cwd=work)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
+    i = tracks.paths.index(query)  # the query's own genre, then the neighbours' under a header that says whose
+    assert f"query: {query}" in lines and f"  genre: {tracks.genres[i]} (predicted), label: mid (its folder)" in lines
+    assert any(line.split()[:4] == ["rank", "cosine", "neighbour", "genre"] for line in lines)
     found = [line.split()[-1] for line in lines if line.split()[0].isdigit()]
     assert len(found) == 3 and query not in found and all("/mid/" in p for p in found)
     # the index beside the table, read back: the same neighbours as exact cosine over the table
@@ -86,6 +91,7 @@ def test_similar_through_a_saved_faiss_index(trained, library, tmp_path, capsys)
     assert result.returncode == 0, result.stderr
     assert sum("/high/" in line for line in result.stdout.splitlines()) == 3
     assert "nothing in the library is close" not in result.stderr
+    assert f"query: {song}" in result.stdout and "  genre: high (predicted)\n" in result.stdout
     # a changed table makes the index stale: it is built anew
     capsys.readouterr()
     assert run_similar(str(table), path=query, top=1) and "built" not in capsys.readouterr().out
@@ -139,7 +145,23 @@ def test_map_writes_an_image_and_an_offline_html_page(library):
     html = (work / "map.html").read_text()
     assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js inside the page: works offline
     assert "low.00000.wav" in html and "predicted: " in html  # hover: file and genre
+    assert result.stdout.startswith("map: laying out 24 tracks with t-SNE...")  # a status line while it works
     assert (work / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_map_png_and_html_draw_each_genre_in_the_palettes_colour(library):
+    table, work = library["table"], library["work"]
+    result = run_cli("map", "--index", str(table), "--output_path", str(work / "colours.png"), cwd=work)
+    assert result.returncode == 0, result.stderr
+    html = (work / "colours.html").read_text()
+    start = html.index("[", html.index("Plotly.newPlot("))
+    traces, _ = json.JSONDecoder().raw_decode(html, start)  # the figure's data, as plotly.js draws it
+    in_html = {trace["name"]: trace["marker"]["color"] for trace in traces}
+    assert in_html == genre_colours(GENRES) and len(set(in_html.values())) == len(GENRES)
+    pixels = matplotlib.image.imread(work / "colours.png")[..., :3].reshape(-1, 3)
+    drawn = {tuple(p) for p in np.round(pixels * 255).astype(int)}
+    for genre, colour in in_html.items():  # the PNG's legend and points hold the same colour, unfaded
+        assert tuple(int(colour[k : k + 2], 16) for k in (1, 3, 5)) in drawn, genre
 
 
 def test_embed_resumes_and_grows_with_the_folder(trained, synthetic_gtzan, tmp_path):

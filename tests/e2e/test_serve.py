@@ -16,6 +16,7 @@ from helpers.audio import CLIP_S, GENRES, SR, tone
 from helpers.processes import Server, run_cli, wait_for_port
 
 from music_genre_classification.models.classifier import GenreClassifier
+from music_genre_classification.palette import genre_colours
 
 LIMIT_MB = 10
 
@@ -113,6 +114,7 @@ def test_models_lists_every_checkpoint_with_its_metrics_and_model_picks_one(trai
             "kind": "cnn",
             "genres": GENRES,
             "val_metrics": stored,
+            "colours": genre_colours(GENRES),  # the web page's colours: the map's
             "default": default,
         }
     response = post(client, server, encode(tone("low", 4, seconds=CLIP_S)), query="?model=second")
@@ -183,6 +185,14 @@ def test_bad_requests_get_json_errors(client, request_args, status, message):
 def test_unknown_route_is_a_json_404(client):
     response = client.get("/nothing")
     assert response.status_code == 404 and response.json() == {"error": "Not Found"}
+
+
+def test_the_page_and_its_icon_load_without_a_404(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'rel="icon"' in page.text
+    icon = client.get("/favicon.ico")  # what a browser asks for on every visit
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert icon.content.startswith(b"<svg")
 
 
 def test_sixteen_clients_at_once_all_get_their_genre(server):

@@ -51,7 +51,7 @@ def test_run_directory_holds_config_split_checkpoint_and_plots(trained):
 
 
 def test_mlflow_store_has_params_metrics_and_artifacts(trained):
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{trained['work'] / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{trained['work'] / 'outputs' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("music-genre-classification")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["model/net/_target_"] == "music_genre_classification.models.networks.GenreCNN"

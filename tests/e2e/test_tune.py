@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,14 +28,14 @@ FOREST_SPACE = ["~tune.params", "+tune.params={model.pipeline.classifier.min_sam
 
 @pytest.fixture
 def study_name(request):
-    """A study of its own; its experiment config (written into configs/experiment) is removed after the test."""
+    """A study of its own, whose experiment config goes to its tune folder, never into the project's configs/."""
     name = f"pytest_{request.node.name.removeprefix('test_')[:24]}_{os.getpid()}"
     yield name
-    (REPO / "configs" / "experiment" / f"tuned_{name}.yaml").unlink(missing_ok=True)
+    assert not (REPO / "configs" / "experiment" / f"tuned_{name}.yaml").exists()
 
 
 def load(work, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{work / 'optuna.db'}")
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{work / 'outputs' / 'optuna.db'}")
 
 
 def states(study: optuna.Study) -> list[str]:
@@ -51,7 +52,7 @@ def states_now(work, name: str) -> list[str]:
 
 def mlflow_runs(work, name: str) -> tuple:
     """The study's parent run and its child runs."""
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'outputs' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("music-genre-classification")
     runs = client.search_runs([experiment.experiment_id], f"tags.`optuna.study` = '{name}'")
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -62,7 +63,9 @@ def mlflow_runs(work, name: str) -> tuple:
 def test_features_study_chooses_on_val_and_writes_a_config_that_reproduces_its_best_trial(tmp_path, study_name):
     table = write_feature_table(tmp_path / "features.csv", clips_per_genre=12)
     args = ["tune=features_logreg", f"datamodule.root={table}", GENRES_ARG, f"tune.study_name={study_name}"]
-    result = run_cli("tune", *args, "tune.n_trials=5", "tune.metric=val/f1", cwd=tmp_path)
+    elsewhere, project = tmp_path / "elsewhere", {"MGC_PROJECT_DIR": str(tmp_path)}  # run from any directory
+    elsewhere.mkdir()
+    result = run_cli("tune", *args, "tune.n_trials=5", "tune.metric=val/f1", cwd=elsewhere, env=project)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     study = load(tmp_path, study_name)
@@ -75,6 +78,8 @@ def test_features_study_chooses_on_val_and_writes_a_config_that_reproduces_its_b
         saved = json.loads((run_dir / "val_metrics.json").read_text())
         assert saved["val/f1"] == trial.value and saved["chosen"] == {}  # the study's values, not the model's grid
     assert "best trials by val/f1" in result.stdout and "parameter importances: " in result.stdout
+    printed = result.stdout + result.stderr  # the command's own lines: no Optuna or MLflow notes
+    assert "[I " not in printed and "Creating initial MLflow database tables" not in printed, printed[-3000:]
     out = tmp_path / "outputs" / "tune" / study_name
     assert {"trials.csv", "history.png", "importances.png"} <= {p.name for p in out.iterdir()}
     assert len((out / "trials.csv").read_text().splitlines()) == 6
@@ -86,10 +91,16 @@ def test_features_study_chooses_on_val_and_writes_a_config_that_reproduces_its_b
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"history.png", "importances.png", "trials.csv", f"tuned_{study_name}.yaml"} <= logged
 
-    (command,) = [line.split(":", 1)[1].split() for line in result.stdout.splitlines() if "reproduce it:" in line]
+    (command,) = [shlex.split(line.split(":", 1)[1]) for line in result.stdout.splitlines() if "reproduce it:" in line]
     assert command[:4] == ["python", "-m", "music_genre_classification.commands", "train"]
-    again = run_cli(*command[3:], cwd=tmp_path)  # pasted as printed, from the same folder
+    experiment = out / "experiment" / f"tuned_{study_name}.yaml"
+    assert (
+        command[4:] == [f"hydra.searchpath=[file://{out}]", f"experiment=tuned_{study_name}"] and experiment.is_file()
+    )
+    again = run_cli(*command[3:], cwd=elsewhere, env=project)  # pasted as printed, from the same folder
     assert again.returncode == 0, again.stderr[-3000:]
+    assert not list(elsewhere.iterdir())  # the stores (optuna.db, mlflow.db, mlruns/) are in the project's outputs
+    assert {"optuna.db", "mlflow.db", "mlruns"} <= {p.name for p in (tmp_path / "outputs").iterdir()}
     run_dir = (tmp_path / "outputs" / "model_full.ckpt").resolve().parent.parent
     assert json.loads((run_dir / "val_metrics.json").read_text())["val/f1"] == pytest.approx(study.best_value)
 
@@ -105,7 +116,7 @@ def test_a_bad_search_space_is_one_line_before_any_trial(tmp_path):
     result = run_cli("tune", "tune=features_logreg", "~tune.params", f"+tune.params={space}", cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr == "error: tune.params.model.pipeline.nope: no such key in the config (a leading + adds one)\n"
-    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "outputs").exists()
+    assert not list(tmp_path.iterdir())  # nothing written: no store, no outputs
     for spec in ("between(1, 2)", "interval(2, 1)", "range(0.5, 2)", "tag(log, choice(1, 2))", "3", "[1, 2]"):
         with pytest.raises(UserError, match=r"^tune.params.model.lr: cannot read|is not a search distribution"):
             parse_param("model.lr", spec)
@@ -121,7 +132,10 @@ def test_a_bad_search_space_is_one_line_before_any_trial(tmp_path):
 
 def test_cnn_study_prunes_a_hopeless_trial_from_its_epochs(synthetic_gtzan, tmp_path, study_name):
     args = [a for a in TRAIN_ARGS if not a.startswith("trainer.max_epochs")] + ["trainer.max_epochs=1"]
-    space = ["~tune.params", "+tune.params={model.lr: 'choice(0.01, 0.000001)'}"]  # TRAIN_ARGS' lr, or nothing learnt
+    space = [
+        "~tune.params",
+        "+tune.params={model.optimizer.lr: 'choice(0.01, 0.000001)'}",
+    ]  # TRAIN_ARGS' lr, or nothing learnt
     prune = ["tune.pruner.n_startup_trials=1", "tune.pruner.n_warmup_steps=0"]  # after one epoch, if worse than median
     result = run_cli(
         "tune",
@@ -138,19 +152,21 @@ def test_cnn_study_prunes_a_hopeless_trial_from_its_epochs(synthetic_gtzan, tmp_
 
     study = load(tmp_path, study_name)
     assert states(study) == ["COMPLETE", "PRUNED"]  # trial 0 is TRAIN_ARGS' lr; the seeded sampler then draws 1e-6
-    assert [t.params["model.lr"] for t in study.trials] == [0.01, 0.000001]
+    assert [t.params["model.optimizer.lr"] for t in study.trials] == [0.01, 0.000001]
     assert study.trials[1].intermediate_values[0] > study.trials[0].intermediate_values[0]
     assert list(study.trials[0].intermediate_values) == [0]  # its epochs only
     assert (tmp_path / "outputs" / "tune" / study_name / "epochs.png").is_file()
     _, _, children = mlflow_runs(tmp_path, study_name)
     assert {c.data.tags["optuna.trial"]: c.info.status for c in children} == {"0": "FINISHED", "1": "KILLED"}
-    assert f"reproduce it:    python -m music_genre_classification.commands train experiment=tuned_{study_name}" in (
-        result.stdout
+    search_path = f"'hydra.searchpath=[file://{tmp_path / 'outputs' / 'tune' / study_name}]'"  # quoted for a shell
+    assert (
+        f"reproduce it:    python -m music_genre_classification.commands train {search_path} "
+        f"experiment=tuned_{study_name}" in result.stdout
     )
 
 
 def tune_process(cwd, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MGC_PROJECT_DIR": str(cwd)}
     command = [sys.executable, "-m", "music_genre_classification.commands", "tune", *args]
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -163,7 +179,10 @@ def test_a_killed_study_resumes_with_the_same_command_and_runs_the_killed_trial_
     deadline = time.monotonic() + 300
     while True:  # SIGKILL in the middle of trial 1: nothing of the process can clean up
         assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
-        if (tmp_path / "optuna.db").exists() and states_now(tmp_path, study_name) == ["COMPLETE", "RUNNING"]:
+        if (tmp_path / "outputs" / "optuna.db").exists() and states_now(tmp_path, study_name) == [
+            "COMPLETE",
+            "RUNNING",
+        ]:
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)

@@ -26,7 +26,7 @@ TRAIN_ARGS = [
     "datamodule.crops_per_clip=8",
     "model.net.channels=[8,16,16,32]",
     "model.eval_hop=16",
-    "model.lr=0.01",
+    "model.optimizer.lr=0.01",
     "trainer.accelerator=cpu",
     "trainer.max_epochs=12",  # with 8, the model trained on CLIP_S-long clips took a "high" test clip for "mid"
     "+trainer.enable_progress_bar=false",
@@ -34,8 +34,9 @@ TRAIN_ARGS = [
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real command line, in its own process, as a user runs it."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    """The real command line, in its own process, as a user runs it; its project folder (outputs/, .cache/) is `cwd`
+    rather than this checkout's, unless `env` sets MGC_PROJECT_DIR (to "": the checkout's, as for a user)."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "MGC_PROJECT_DIR": str(cwd), **(env or {})}
     command = [sys.executable, "-m", "music_genre_classification.commands", *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 

@@ -1,6 +1,6 @@
 """The package's layers only look down, and no modules import each other in a circle.
 
-Layers, bottom to top: `config` (and the package's `__init__`) <- `data/` <- `models/` <- `training/`, `serving/` <-
+Layers, bottom to top: `config`, `palette` (and the package's `__init__`) <- `data/` <- `models/` <- `training/`, `serving/` <-
 `commands`. `training/` and `serving/` stand side by side and do not import each other. Every import statement counts,
 also those inside functions (a function-level import hides a dependency; it does not remove it).
 """
@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = "music_genre_classification"
 ROOT = Path(__file__).resolve().parents[2] / PACKAGE
-LAYERS = {"": 0, "config": 0, "data": 1, "models": 2, "training": 3, "serving": 3, "commands": 4}
+LAYERS = {"": 0, "config": 0, "palette": 0, "data": 1, "models": 2, "training": 3, "serving": 3, "commands": 4}
 SIDE_BY_SIDE = {"training", "serving"}
 
 
