@@ -29,7 +29,8 @@ def tone(genre: str, seed: int, seconds: float = CLIP_S, sr: int = SR) -> np.nda
     t = np.arange(int(seconds * sr)) / sr
     note_s = rng.uniform(0.5, 0.9)
     note = (t // note_s).astype(int)
-    steps = rng.choice([1, 9 / 8, 5 / 4, 3 / 2, 5 / 3, 2], size=note[-1] + 1 if len(t) else 1)  # a tune in its register
+    # a tune within a fifth of its base, so that the registers of the genres never overlap (even with harmonics)
+    steps = rng.choice([1, 9 / 8, 5 / 4, 4 / 3, 3 / 2], size=note[-1] + 1 if len(t) else 1)
     phase = 2 * np.pi * np.cumsum(base * steps[note]) / sr
     fade = 0.1 + 0.9 * np.exp(-(t % note_s) / note_s * 3)
     wave = fade * sum(np.sin(k * phase + rng.uniform(0, 6)) / k for k in (1, 1.5, 2))
@@ -37,7 +38,7 @@ def tone(genre: str, seed: int, seconds: float = CLIP_S, sr: int = SR) -> np.nda
     noise_t = np.arange(int(seconds * SR)) / SR
     noise = np.interp(t, noise_t, rng.standard_normal(noise_t.size))
     hit = np.exp(-(t % note_s) / 0.03)  # a drum hit (a burst of the noise) on each note
-    return (0.2 * wave + (0.02 + 0.1 * hit) * noise).astype(np.float32)
+    return (0.2 * wave + (0.02 + 0.05 * hit) * noise).astype(np.float32)
 
 
 def speech(path: Path, text: str = NEWS * 2) -> Path:
