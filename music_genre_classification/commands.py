@@ -4,7 +4,13 @@ embed,map,similar} ...
 Imports happen inside each command so that `infer` starts without Lightning or MLflow.
 """
 
+import difflib
+import inspect
+import math
+import re
 import sys
+import types
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -183,17 +189,19 @@ def serve(
     max_upload_mb: float = 50.0,
     cors_origins: str | None = None,
     max_batch: int = 16,
+    upload_timeout_s: float = 20.0,
 ) -> None:
     """HTTP API (POST /predict, GET /models, /health, Swagger UI at /docs) and web page (GET /) over the checkpoints.
 
     --model_path: a checkpoint, a folder of them or several separated by commas (?model=<file name> picks one);
     default the latest trained model, outputs/model_full.ckpt of the project;
     --cors_origins: origins allowed to call the API from a browser, comma-separated, or '*'.
+    --upload_timeout_s: a client that sends nothing for this long in the middle of an upload gets 408.
     """
     model_path = _latest_model(model_path)
     from music_genre_classification.serving.api import run_server
 
-    _run(lambda: run_server(model_path, host, port, workers, max_upload_mb, cors_origins, max_batch))
+    _run(lambda: run_server(model_path, host, port, workers, max_upload_mb, cors_origins, max_batch, upload_timeout_s))
 
 
 def ensemble(checkpoints: str | tuple, output_path: str) -> None:
@@ -223,15 +231,110 @@ def fma_manifest(tracks_csv: str, audio_dir: str, output_path: str, subset: str 
     _run(lambda: write_manifest(*paths, None if subset is None else str(subset)) and None)
 
 
+COMMANDS = {"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve}
+COMMANDS |= {"ensemble": ensemble, "calibrate": calibrate, "tune": tune, "fma_manifest": fma_manifest}
+COMMANDS |= {"embed": embed, "map": map_, "similar": similar}
+HELP = {"-h", "--help", "--"}  # Fire's own (help, and its flags after a lone --): left to Fire
+
+
+def parse_arguments(name: str, command: Callable, argv: list[str]) -> tuple[list, dict]:
+    """The command line after the command's name, as the command's arguments, taken as given and checked against
+    its signature before any work: a path is the string typed (Fire reads `1_000` as the number 1000, `2024` as an
+    int, `a,b` as a tuple), a whole number is one >= 1, a number (float) is finite and > 0, a switch takes no value;
+    an unknown or repeated flag, a missing value or argument is a one-line error naming the known flags."""
+    parameters = inspect.signature(command).parameters
+    hints = typing.get_type_hints(command)
+    named = [p for p in parameters.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    rest = next((p for p in parameters.values() if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    known = ", ".join(f"--{p.name}" for p in named)
+    values, positional, tokens = {}, [], iter(argv)
+    for token in tokens:
+        if not token.startswith("--"):
+            positional.append(token)
+            continue
+        key, given, raw = token[2:].partition("=")
+        key = key.replace("-", "_")
+        switch = key not in parameters and key.startswith("no") and _kinds(hints.get(key[2:])) == {bool}
+        if switch:
+            key, given, raw = key[2:], "=", "false"
+        if key not in hints or parameters[key] not in named:
+            close = difflib.get_close_matches(key, [p.name for p in named], n=1)
+            hint = f" (did you mean --{close[0]}?)" if close else ""
+            _fail(f"{name}: unknown flag --{key}{hint}; its flags: {known}")
+        if key in values:
+            _fail(f"{name}: --{key} is given twice")
+        if _kinds(hints[key]) == {bool}:
+            raw = raw if given else "true"
+        elif not given:
+            raw = next(tokens, None)
+            if raw is None or raw.startswith("--"):
+                _fail(f"--{key} needs a value")
+        values[key] = _value(key, raw, hints[key])
+    free = _positional_slots([p for p in named if p.name not in values], hints)
+    if len(positional) > len(free) and rest is None:
+        _fail(f"{name}: unexpected argument {positional[len(free)]!r}; its flags: {known}")
+    for parameter, raw in zip(free, positional):
+        values[parameter.name] = _value(parameter.name, raw, hints[parameter.name])
+    missing = [f"--{p.name}" for p in named if p.name not in values and p.default is inspect.Parameter.empty]
+    if missing:
+        _fail(f"{name} needs {' and '.join(missing)}; its flags: {known}")
+    if rest is None:
+        return [], values
+    return [values.pop(p.name, p.default) for p in named] + positional[len(free) :], values  # then *overrides
+
+
+def _positional_slots(free: list[inspect.Parameter], hints: dict) -> list[inspect.Parameter]:
+    """Positional values fill the required arguments, and paths after them (`bot CHECKPOINT`); never a switch or a
+    number, so that a stray word after one (`--segments yes`) is refused rather than taken for another argument."""
+    for i, parameter in enumerate(free):
+        if parameter.default is not parameter.empty and str not in _kinds(hints[parameter.name]):
+            return free[:i]
+    return free
+
+
+def _kinds(hint: object) -> set:
+    """int, float, str... a type hint allows, None left out."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return {typing.get_origin(k) or k for k in typing.get_args(hint)} - {type(None)}
+    return {typing.get_origin(hint) or hint}
+
+
+def _value(key: str, raw: str, hint: object) -> object:
+    kinds = _kinds(hint)
+    if str in kinds:  # paths, names, addresses: the string typed, never a number or a tuple
+        if raw == "":
+            _fail(f"--{key} needs a value")
+        return raw
+    if kinds == {bool}:
+        if raw.lower() not in ("true", "false", "1", "0"):
+            _fail(f"--{key} is a switch and takes no value (got {raw!r})")
+        return raw.lower() in ("true", "1")
+    if kinds == {int}:
+        number = int(raw) if re.fullmatch(r"[+-]?\d[\d_]*", raw.strip()) else None
+        if number is None or number < 1:
+            _fail(f"--{key} must be a whole number >= 1, not {raw if number is not None else repr(raw)}")
+        return number
+    try:
+        number = float(raw)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        _fail(f"--{key} must be a number > 0, not {raw!r}")
+    return number
+
+
 def main() -> None:
     """`music-genre COMMAND ...` and `python -m music_genre_classification.commands COMMAND ...`"""
     from music_genre_classification.config import drop_decoder_notes
 
     drop_decoder_notes()
-    commands = {"train": train, "test": test, "infer": infer, "features": features, "bot": bot, "serve": serve}
-    library = {"embed": embed, "map": map_, "similar": similar}
-    more = {"ensemble": ensemble, "calibrate": calibrate, "tune": tune, "fma_manifest": fma_manifest}
-    fire.Fire(commands | more | library)
+    argv = sys.argv[1:]
+    if argv and argv[0] in COMMANDS and not HELP.intersection(argv):
+        command = COMMANDS[argv[0]]
+        args, kwargs = parse_arguments(argv[0], command, argv[1:])
+        command(*args, **kwargs)
+    else:  # the list of commands, or a command's help
+        fire.Fire(COMMANDS)
 
 
 def _alone(command: Callable, name: str) -> None:

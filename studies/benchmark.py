@@ -20,12 +20,12 @@ import fire
 import numpy as np
 import soundfile as sf
 import torch
-from hydra.utils import instantiate
 
 from music_genre_classification.data.audio import load_audio
 from music_genre_classification.data.features import FEATURE_COLUMNS, FeatureExtractor
 from music_genre_classification.data.folder import audio_files
 from music_genre_classification.data.spectrogram import LogMel
+from music_genre_classification.models.allowlist import build_network
 from music_genre_classification.models.checkpoint import load_checkpoint
 from music_genre_classification.models.classifier import GenreClassifier
 from studies.results import Results
@@ -151,7 +151,7 @@ def feature_parity(audio_dir: Path, table: Path) -> None:
 def train_throughput(model_path: str, batch: int = 32, steps: int = 10) -> float:
     """Crops/s of forward + backward + AdamW for the checkpoint's network, freshly built (BatchNorm unfused)."""
     hp = load_checkpoint(model_path)["hyper_parameters"]
-    net = instantiate(hp["net"], n_genres=len(hp["genres"])).train().to(memory_format=torch.channels_last)
+    net = build_network(hp["net"], n_genres=len(hp["genres"])).train().to(memory_format=torch.channels_last)
     crops = torch.rand(batch, 1, hp["spectrogram"]["n_mels"], hp["crop_columns"])
     labels = torch.randint(0, len(hp["genres"]), (batch,))
     optimizer = torch.optim.AdamW(net.parameters())

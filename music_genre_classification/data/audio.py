@@ -62,6 +62,10 @@ class DecodedAudio:
             for block in self._soundfile_blocks():
                 decoded += len(block)
                 yield block
+        except _NeedsFfmpeg:
+            failure = None
+            yield from self._ffmpeg_blocks()
+            return
         except (sf.LibsndfileError, RuntimeError, TypeError) as err:
             failure = err
         if failure is None or decoded:
@@ -78,6 +82,13 @@ class DecodedAudio:
             if f.format == "RAW":  # libsndfile's guess for a .au without its header: any bytes "decode" as noise
                 raise AudioError(f"{self.path}: not a readable audio file (no header: unknown format or damaged data)")
             rate = check_rate(f.samplerate, self.path)
+            if shutil.which("ffmpeg") and (
+                (f.format in ("MP3", "MPEG") and not _mp3_length_known(self.path))
+                or (f.format == "OGG" and _chained_ogg(self.path))
+            ):
+                # libsndfile stops at the length it estimates from the first MP3 frame (a VBR file without a Xing
+                # header: 17 of 30 s) or at the end of the first of chained Ogg streams; ffmpeg decodes all there is
+                raise _NeedsFfmpeg
             self._announced_s = _announced_s(f)
             self._cut_ogg = f.format == "OGG" and "lacks an end-of-stream" in f.extra_info
             # whole seconds per block, so that resampling each block gives exactly block_s * sample_rate samples
@@ -136,8 +147,41 @@ class DecodedAudio:
         if not decoded:
             raise AudioError(f"{self.path}: not a readable audio file ({reason})")
         duration = next((m for line in lines if (m := re.search(r"Duration: (\d+):(\d\d):(\d\d\.\d+)", line))), None)
+        if any("Estimating duration from bitrate" in line for line in lines):  # a guess, not what the file holds
+            duration = None
         announced = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
         self._finish(decoded, announced, RuntimeError(reason) if process.returncode else None)
+
+
+class _NeedsFfmpeg(Exception):
+    """libsndfile would stop before the end of this file: decode it with ffmpeg."""
+
+
+def _mp3_length_known(path: Path) -> bool:
+    """The first MP3 frame holds a Xing/Info or VBRI header (the stream's frame count), after any ID3v2 tag."""
+    with open(path, "rb") as file:
+        head, offset = file.read(10), 0
+        if head[:3] == b"ID3" and len(head) == 10:
+            offset = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10])) + 10 * bool(head[5] & 0x10)
+        file.seek(offset)
+        frame = file.read(4096).lstrip(b"\0")
+    return any(tag in frame[:200] for tag in (b"Xing", b"Info", b"VBRI"))
+
+
+def _chained_ogg(path: Path) -> bool:
+    """An Ogg file of streams one after another: a beginning-of-stream page after a page that is not one."""
+    seen_other, tail = False, b""
+    with open(path, "rb") as file:
+        while chunk := file.read(READ_BYTES):
+            data, start = tail + chunk, 0
+            while (at := data.find(b"OggS\0", start)) >= 0 and at + 6 <= len(data):
+                bos = data[at + 5] & 0x02
+                if bos and seen_other:
+                    return True
+                seen_other |= not bos
+                start = at + 1
+            tail = data[-5:]
+    return False
 
 
 def decode_blocks(
@@ -155,6 +199,8 @@ def load_audio(path: str | Path, sample_rate: int = 22050) -> np.ndarray:
 
 def check_file(path: Path) -> bytes:
     """The first bytes of a regular, readable, non-empty file that may hold audio, or a one-line AudioError."""
+    if "\0" in str(path):
+        raise AudioError(f"{str(path)!r}: a path cannot hold a NUL character")
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
@@ -171,6 +217,8 @@ def check_file(path: Path) -> bytes:
         raise AudioError(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
     if kind := not_audio(head):
         raise AudioError(f"{path}: is {kind}, not audio")
+    if not audio_signature(head):  # before a decoder starts: random bytes named .mp3 cost an ffmpeg each
+        raise AudioError(f"{path}: not a readable audio file (its first bytes are those of no audio format)")
     return head
 
 
@@ -178,6 +226,26 @@ def not_audio(head: bytes) -> str | None:
     """What a file surely is when its first bytes say it is no audio ("a PNG image", "a text file"), else None."""
     kind = next((kind for magic, kind in NOT_AUDIO.items() if head.startswith(magic)), None)
     return kind or ("a text file" if _is_text(head) else None)
+
+
+AUDIO_MAGIC = (b"RIFF", b"RF64", b"BW64", b"FORM", b"fLaC", b"OggS", b"ID3", b".snd", b"caff", b"\x1aE\xdf\xa3")
+ASF_MAGIC = bytes.fromhex("3026b2758e66cf11")  # .wma
+
+
+def audio_signature(head: bytes) -> bool:
+    """The first bytes are those of an audio file of a format this project reads: a container's magic, an MP4's
+    ftyp box, or an MPEG audio frame (MP3, AAC) right at the start (after any zero padding)."""
+    if head[4:8] == b"ftyp":  # before stripping: an MP4 box size starts with zero bytes
+        return True
+    head = head.lstrip(b"\0")
+    if head.startswith(AUDIO_MAGIC + (ASF_MAGIC,)) or head[4:8] == b"ftyp":
+        return True
+    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
+    if layer == 0:  # ADTS (AAC): its own header
+        return head[1] & 0xF6 == 0xF0
+    return version != 1 and head[2] >> 4 != 0xF and (head[2] >> 2) & 3 != 3  # not reserved: a real MPEG frame
 
 
 def check_rate(rate: int, name: object) -> int:

@@ -30,9 +30,6 @@ def run_features(audio_path: str, output_path: str | None, segment_s: float | No
 
     A rerun with the same output skips the files already there; failed files are reported and tried again next time.
     """
-    import torch
-    from tqdm import tqdm
-
     source = Path(audio_path)
     if not source.exists():
         raise UserError(f"{source}: no such file or folder")
@@ -41,7 +38,16 @@ def run_features(audio_path: str, output_path: str | None, segment_s: float | No
     if segment_s is not None and segment_s < MIN_FEATURE_S:
         raise UserError(f"--segment_s must be at least {MIN_FEATURE_S:g} s, got {segment_s:g}")
     genres = list(OmegaConf.load(CONFIG_DIR / "datamodule" / "gtzan.yaml").genres)
-    table = ResultTable(Path(output_path), TABLE_COLUMNS, key="filename")
+    with ResultTable(Path(output_path), TABLE_COLUMNS, key="filename") as table:
+        return _features_job(source, table, segment_s, genres, output_path)
+
+
+def _features_job(
+    source: Path, table: ResultTable, segment_s: float | None, genres: list[str], output_path: str
+) -> bool:
+    import torch
+    from tqdm import tqdm
+
     files, ignored, skipped = ([source.resolve()], 0, []) if source.is_file() else audio_files(source)
     warn_skipped(skipped)
     _refuse_name_clashes(files)

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from filelock import FileLock, Timeout
+
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import is_audio_file
 
@@ -95,19 +97,46 @@ class ResultTable:
     A rerun with the same output does only what is left: rows without an `error` are done; failed files are tried
     again. Each row is written with one write() call, and on reading only whole rows count, so a run killed
     mid-row loses nothing but that row, which the next run redoes. Rows of files outside this run's folder stay.
+
+    A file that is not a table of this job (other columns, a line that is not one of its rows) is refused, never
+    rewritten: only a row cut off at the very end is dropped. `same`: columns every row holds with one value (the
+    checkpoint's SHA-256): rows of another value (another model) are refused too. While a run writes the table it
+    holds a lock (`<table>.lock` beside it), so that a second run on the same table is refused at once.
     """
 
-    def __init__(self, path: Path, columns: list[str], key: str = "path"):
+    def __init__(self, path: Path, columns: list[str], key: str = "path", same: dict[str, str] | None = None):
         if path.suffix not in TABLE_FORMATS:
             raise UserError(f"{path}: a folder's results go to {' or '.join(TABLE_FORMATS)}")
         check_writable(path)
-        self.path, self.columns, self.key = path, list(columns), key
-        rows, damaged = self._read()
+        self.same = dict(same or {})
+        self.path, self.columns, self.key = path, [*columns, *(c for c in self.same if c not in columns)], key
+        self._lock = FileLock(path.with_name(path.name + ".lock"), timeout=0)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise UserError(
+                f"{path}: another run is writing this table; wait for it to end or choose another output"
+            ) from None
+        try:
+            rows, damaged = self._read()
+        except BaseException:
+            self.close()
+            raise
         if damaged:
             print(f"warning: {path}: {damaged} damaged row(s) dropped (a run cut off mid-row); their files are redone")
         self.done = {k for k, row in rows.items() if not row.get("error")}
         self.failed = set(rows) - self.done
         self._rewrite(rows.values())  # whole rows only, one per key
+
+    def close(self) -> None:
+        """Let another run write the table."""
+        self._lock.release()
+
+    def __enter__(self) -> "ResultTable":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
 
     def todo(self, keys: Iterable[str]) -> list[str]:
         """The keys still to do, in order; their failed rows are removed now, to be written anew."""
@@ -128,6 +157,7 @@ class ResultTable:
 
     def add_rows(self, rows: list[dict]) -> None:
         """Rows of one file (e.g. its 3-s chunks) in one write, so that a cut-off run never leaves half a file."""
+        rows = [{**row, **self.same} for row in rows]
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             data = self._encode(rows)
@@ -150,30 +180,48 @@ class ResultTable:
         return text.getvalue().encode()
 
     def _read(self) -> tuple[dict[str, dict], int]:
-        """Whole rows by key (the last one wins) and how many damaged ones were dropped."""
+        """Whole rows by key (the last one wins) and how many damaged ones were dropped: only a last row cut off
+        mid-write; a file holding anything else is not this job's table, and is refused."""
         if not self.path.is_file() or self.path.stat().st_size == 0:
             return {}, 0
         text = self.path.read_bytes().decode(errors="replace")
         cut = not text.endswith("\n")  # the last row was cut off mid-write
         if self.path.suffix == ".jsonl":
-            lines = [line for line in text.splitlines()[: -1 if cut else None] if line.strip()]
-            rows, damaged = [], int(cut)
-            for line in lines:
+            lines = text.splitlines()
+            start = json.dumps({self.columns[0]: ""})[:-3]  # how every row begins: {"path": "
+            if cut and not lines[-1].startswith(start):
+                self._refuse(f"its last line is not a row of {self.kind}")
+            lines = lines[:-1] if cut else lines
+            rows = []
+            for number, line in enumerate(lines, 1):
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     row = None
-                ok = isinstance(row, dict) and row.get(self.key)
-                rows += [row] if ok else []
-                damaged += not ok
+                if not isinstance(row, dict) or list(row) != self.columns or not row.get(self.key):
+                    self._refuse(f"line {number} is not a row of {self.kind}")
+                rows.append(row)
         else:
             records = list(csv.reader(io.StringIO(text)))
             if not records or records[0] != self.columns:
-                raise UserError(f"{self.path}: has other columns than this job's; choose a new output file")
+                self._refuse(f"has other columns than {self.kind}")
             key = self.columns.index(self.key)
-            whole = [r for r in records[1 : -1 if cut else None] if len(r) == len(self.columns) and r[key]]
-            rows, damaged = [dict(zip(self.columns, r)) for r in whole], len(records) - 1 - len(whole)
-        return {row[self.key]: row for row in rows}, damaged
+            for number, record in enumerate(records[1 : -1 if cut else None], 2):
+                if len(record) != len(self.columns) or not record[key]:
+                    self._refuse(f"row {number} is not a row of {self.kind}")
+            rows = [dict(zip(self.columns, r)) for r in records[1 : -1 if cut else None]]
+        for row in rows:
+            for column, value in self.same.items():
+                if row[column] != value:
+                    self._refuse(f"holds rows made with another model ({column} {str(row[column])[:12]}...)")
+        return {row[self.key]: row for row in rows}, int(cut)
+
+    @property
+    def kind(self) -> str:
+        return "this job's table" + (" (model " + next(iter(self.same.values()))[:12] + "...)" if self.same else "")
+
+    def _refuse(self, why: str) -> None:
+        raise UserError(f"{self.path}: {why}; it is left as it is: choose a new output file")
 
     def _rewrite(self, rows: Iterable[dict]) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")

@@ -5,7 +5,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
 
 from music_genre_classification.config import UserError, first_line
 from music_genre_classification.models.predictors import checkpoint_kind
@@ -21,7 +20,9 @@ def load_checkpoint(path: str | Path) -> dict:
             warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        raise UserError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+        code = "Unsupported global" in str(err)  # a pickled object: loading it would run code
+        why = "it holds objects other than tensors and plain values; refused" if code else ""
+        raise UserError(f"{path}: not a readable checkpoint ({why or type(err).__name__})") from None
     if checkpoint_kind(ckpt) is None:
         raise UserError(f"{path}: not a music_genre_classification checkpoint")
     return ckpt
@@ -29,8 +30,6 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def checkpoint_problem(err: Exception) -> str:
     """The line of torch's load_state_dict error that names the problem ("size mismatch for head.1.weight ...")."""
-    while isinstance(err, InstantiationException) and err.__cause__:
-        err = err.__cause__
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     text = lines[1] if len(lines) > 1 and "state_dict" in lines[0] else first_line(err)
     if isinstance(err, KeyError):

@@ -17,15 +17,16 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from hydra.errors import InstantiationException
 
 from music_genre_classification.config import UserError, first_line
-from music_genre_classification.data.audio import AudioError, decode_blocks, waveform
+from music_genre_classification.data.audio import MIN_DURATION_S, AudioError, decode_blocks, waveform
 from music_genre_classification.data.music_check import REASONS, SKIPPED, judged_windows, not_music, window_evidence
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
 from music_genre_classification.models.checkpoint import checkpoint_problem, load_checkpoint
 from music_genre_classification.models.predictors import judged_track_outputs, predictor
 
+SPECTROGRAM_SLACK = 1e-3  # float16 rounding of values stored in [0, 1]
+FLAT_SPECTROGRAM = 0.05  # a per-clip min-max normalised log-mel spans [0, 1]; all of one level is silence
 # start_s, end_s, the model's input for one window of a track (None: skipped), verdict (None: it may be music; else
 # why not, a key of music_check.REASONS)
 Window = tuple[float, float, object, str | None]
@@ -78,7 +79,7 @@ class GenreClassifier:
             return cls(predictor(ckpt, device))
         except UserError as err:  # e.g. a stored pipeline that holds types not trusted
             raise UserError(f"{path}: {err}") from None
-        except (KeyError, TypeError, ValueError, RuntimeError, InstantiationException) as err:
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             raise UserError(f"{path}: damaged or incompatible checkpoint ({checkpoint_problem(err)})") from None
 
     @property
@@ -95,6 +96,8 @@ class GenreClassifier:
     ) -> tuple[list[Window], str | None]:
         """Window spectrograms and the decoder's warning (a file cut off: only what is there is classified);
         `progress`: a bar of the windows done on stderr for a long file (LONG_FILE_WINDOWS windows or more)."""
+        if isinstance(source, bytes | bytearray | memoryview) or hasattr(source, "read"):
+            raise AudioError("give a path or an array (a waveform with its sample_rate), not bytes or a file object")
         if isinstance(source, str | os.PathLike) and str(source).endswith(".npy"):
             return [self._spectrogram_window(Path(source))], None
         if isinstance(source, str | os.PathLike):
@@ -117,21 +120,42 @@ class GenreClassifier:
             raise UserError(f"{params_json} describes {found}, but the model expects {self.front_end.params}")
 
     def _spectrogram_window(self, path: Path) -> Window:
-        """One precomputed spectrogram [n_mels, columns] (data/dataset/spectrograms) as one window."""
+        """One precomputed spectrogram [n_mels, columns] (data/dataset/spectrograms) as one window, held to the rules
+        audio is: its shape, type and size read from the header (memory-mapped) before any of it is loaded, then
+        values in the [0, 1] of a min-max normalised log-mel, no NaN, long enough and not flat (silence)."""
         if not isinstance(self.front_end, LogMel):
             raise AudioError(f"{path}: spectrograms need a CNN checkpoint; this model reads audio")
         try:
-            spec = np.load(path, allow_pickle=False)
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as err:
             raise AudioError(f"{path}: not a readable spectrogram ({first_line(err)})") from None
         params = self.front_end.params
-        if spec.ndim != 2 or spec.shape[0] != params.n_mels or not np.isfinite(spec).all():
-            raise AudioError(f"{path}: not a spectrogram of {params.n_mels} mel bands (shape {spec.shape})")
-        spec = torch.from_numpy(spec.astype(np.float32))
+        if not isinstance(mapped, np.ndarray) or mapped.ndim != 2 or mapped.shape[0] != params.n_mels:
+            raise AudioError(f"{path}: not a spectrogram of {params.n_mels} mel bands (shape {mapped.shape})")
+        if mapped.dtype.kind != "f":
+            raise AudioError(f"{path}: holds {mapped.dtype} values, not a log-mel spectrogram (floats in [0, 1])")
+        seconds = mapped.shape[1] / params.columns_per_second
+        if seconds < MIN_DURATION_S:
+            raise AudioError(
+                f"{path}: too short ({mapped.shape[1]} columns, {seconds:.1f} s; at least {MIN_DURATION_S:g} s)"
+            )
+        if seconds > params.window_s + 1:
+            raise AudioError(
+                f"{path}: {mapped.shape[1]} columns ({seconds:.0f} s), more than one {params.window_s:g}-s window"
+            )
+        spec = np.array(mapped, dtype=np.float32)
+        if not np.isfinite(spec).all():
+            raise AudioError(f"{path}: holds NaN or infinite values")
+        low, high = float(spec.min()), float(spec.max())
+        if low < -SPECTROGRAM_SLACK or high > 1 + SPECTROGRAM_SLACK:
+            raise AudioError(f"{path}: values {low:.3g}..{high:.3g} out of range: a log-mel spectrogram lies in [0, 1]")
+        if high - low < FLAT_SPECTROGRAM:
+            raise AudioError(f"{path}: a flat spectrogram (silent, or no signal)")
+        spec = torch.from_numpy(spec)
         verdict = not_music(window_evidence(spec, params.top_db))
         if verdict in SKIPPED:
             raise AudioError(f"{path}: the spectrogram holds {REASONS[verdict]} sound, not music")
-        return 0.0, spec.shape[1] / params.columns_per_second, spec, verdict
+        return 0.0, seconds, spec, verdict
 
     def predict(
         self, source: str | Path | np.ndarray, sample_rate: int | None = None, progress: bool = False
@@ -153,10 +177,11 @@ class GenreClassifier:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, not {batch_size!r}")
-        paths, ahead = iter(Path(p) for p in paths), deque()
+        paths, ahead = iter(paths), deque()
         with ThreadPoolExecutor(max_workers=2) as pool, _torch_threads(1):
             while True:
                 while len(ahead) < 2 * batch_size and (path := next(paths, None)) is not None:
+                    path = Path(path) if isinstance(path, str | os.PathLike) else path  # else: an error of its own
                     ahead.append((path, pool.submit(self._safe_track, path)))
                 if not ahead:
                     return
@@ -173,10 +198,15 @@ class GenreClassifier:
                         yield path, None, track
 
     def _safe_track(self, path: Path) -> tuple[list[Window], str | None] | str:
+        """A file's windows, or why there are none: one bad item never ends a run over many."""
+        if not isinstance(path, Path):
+            return f"{path!r}: not a path"
         try:
             return self._track(path, None)
         except AudioError as err:
             return str(err)
+        except (OSError, ValueError, RuntimeError) as err:  # whatever a decoder raises for one file stays that file's
+            return f"{path}: cannot be classified ({first_line(err)})"
 
     def _predict_tracks(self, tracks: list[list[Window]], embeddings: bool = False) -> list[Prediction]:
         results = []

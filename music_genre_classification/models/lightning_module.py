@@ -8,12 +8,13 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
+from hydra.utils import instantiate  # the optimizer and schedule partials of the training config (never a checkpoint's)
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from music_genre_classification.config import UserError
+from music_genre_classification.models.allowlist import build_network
 from music_genre_classification.models.augment import gain_tilt, time_stretch
 from music_genre_classification.models.networks import clip_probabilities
 
@@ -125,7 +126,7 @@ class GenreModule(L.LightningModule):
             raise ValueError(f"model.freeze_epochs must be a whole number >= 0, not {freeze_epochs!r}")
         if freeze_epochs and not init_from:
             raise ValueError("model.freeze_epochs needs model.init_from (a trained checkpoint to start from)")
-        self.net = instantiate(net, n_genres=len(genres))
+        self.net = build_network(net, n_genres=len(genres))
         if init_from:
             load_pretrained(self.net, init_from, net, genres, spectrogram)
         # channels_last: ~1.3x faster convolutions on a CPU (and the layout GPU tensor cores want)

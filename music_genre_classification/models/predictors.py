@@ -14,10 +14,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 
 from music_genre_classification.config import UserError
-from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
+from music_genre_classification.data.spectrogram import LogMel
+from music_genre_classification.models.allowlist import (
+    build_network,
+    genre_names,
+    positive_float,
+    positive_int,
+    spectrogram_params,
+)
 from music_genre_classification.models.calibration import temperature_scaled
 from music_genre_classification.models.networks import clip_outputs, clip_probabilities, for_inference
 
@@ -34,21 +40,25 @@ def one_thread():
 
 def checkpoint_kind(ckpt: dict) -> str | None:
     """cnn, features or ensemble for a checkpoint of this project (older CNN checkpoints name no kind), else None."""
-    if not isinstance(ckpt, dict) or "genres" not in ckpt.get("hyper_parameters", {}):
+    if not isinstance(ckpt, dict) or not isinstance(hp := ckpt.get("hyper_parameters"), dict) or "genres" not in hp:
         return None
-    kind = ckpt["hyper_parameters"].get("kind", "cnn")
-    return kind if kind in KIND_KEYS and KIND_KEYS[kind] in ckpt else None
+    kind = hp.get("kind", "cnn")
+    return kind if isinstance(kind, str) and kind in KIND_KEYS and KIND_KEYS[kind] in ckpt else None
 
 
 class CNNPredictor:
     def __init__(self, ckpt: dict, device: str):
+        """The network is one of this project's, named and built from plain settings (allowlist.py): no code runs."""
         hp = ckpt["hyper_parameters"]
-        net = instantiate(hp["net"], n_genres=len(hp["genres"]))
+        self.genres = genre_names(hp["genres"])
+        self.front_end = LogMel(spectrogram_params(hp["spectrogram"]))
+        self.crop, self.hop = positive_int(hp["crop_columns"], "crop_columns"), positive_int(hp["eval_hop"], "eval_hop")
+        self.temperature = positive_float(hp.get("temperature", 1.0), "temperature")
+        net = build_network(hp["net"], n_genres=len(self.genres))
+        if not isinstance(ckpt["state_dict"], dict):
+            raise UserError("its weights are not a table of tensors")
         net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
-        self.net, self.genres = for_inference(net.to(device)), list(hp["genres"])
-        self.front_end = LogMel(SpectrogramParams(**hp["spectrogram"]))
-        self.crop, self.hop = int(hp["crop_columns"]), int(hp["eval_hop"])
-        self.temperature = float(hp.get("temperature", 1.0))
+        self.net = for_inference(net.to(device))
 
     @torch.inference_mode()
     def probabilities(self, specs: list[torch.Tensor]) -> np.ndarray:
@@ -112,9 +122,17 @@ class EnsembleFrontEnd:
 class EnsemblePredictor:
     def __init__(self, ckpt: dict, device: str):
         hp = ckpt["hyper_parameters"]
-        self.genres, self.weights = list(hp["genres"]), list(hp["weights"])
-        self.temperature = float(hp.get("temperature", 1.0))
-        self.members = [predictor(member, device) for member in ckpt["members"]]
+        self.genres, weights = genre_names(hp["genres"]), hp["weights"]
+        self.temperature = positive_float(hp.get("temperature", 1.0), "temperature")
+        members = ckpt["members"]
+        if not isinstance(members, list) or not isinstance(weights, list) or len(weights) != len(members):
+            raise UserError("its members and weights are not two lists of one length")
+        self.weights = [0.0 if type(w) in (int, float) and w == 0 else positive_float(w, "weight") for w in weights]
+        self.members = []
+        for member in members:
+            if checkpoint_kind(member) not in ("cnn", "features"):
+                raise UserError("a member of the ensemble is not a model of this project")
+            self.members.append(predictor(member, device))
         self.orders = [[m.genres.index(g) for g in self.genres] for m in self.members]  # member column per genre
         self._front_end = None
 
@@ -150,8 +168,12 @@ def predictor(ckpt: dict, device: str | None = None):
         from music_genre_classification.models.classical import pipeline_from_bytes  # scikit-learn only when needed
 
         hp = ckpt["hyper_parameters"]
+        segment_s = None if hp.get("segment_s") is None else positive_float(hp["segment_s"], "segment_s")
+        temperature = positive_float(hp.get("temperature", 1.0), "temperature")
+        if not isinstance(ckpt["pipeline"], bytes):
+            raise UserError("its stored model is not bytes")
         pipeline = pipeline_from_bytes(ckpt["pipeline"])
-        return FeaturePredictor(pipeline, hp["genres"], hp.get("segment_s"), float(hp.get("temperature", 1.0)))
+        return FeaturePredictor(pipeline, genre_names(hp["genres"]), segment_s, temperature)
     if kind == "ensemble":
         return EnsemblePredictor(ckpt, device)
     return CNNPredictor(ckpt, device)

@@ -53,6 +53,7 @@ ERRORS = {
     for status, text in [
         (400, "unreadable, corrupt, silent or too short audio"),
         (404, "no model of that name"),
+        (408, "the upload stalled (nothing arrived for --upload_timeout_s seconds)"),
         (413, "larger than the upload limit"),
         (415, "not audio"),
         (422, "no field 'file'"),
@@ -97,7 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
         first = err.errors()[0]
         return error(422, f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def web_page() -> str:
         return page
 
@@ -127,7 +128,8 @@ def create_app(settings: Settings) -> FastAPI:
     ) -> dict:
         """The genre of an uploaded audio file: `genre`, `probabilities` of every genre, `duration_s`, `segments`."""
         chosen = service.model(model)
-        async with receive_file(request, "file", service.uploads, settings.max_upload_mb) as upload:
+        limits = settings.max_upload_mb, settings.upload_timeout_s
+        async with receive_file(request, "file", service.uploads, *limits) as upload:
             prediction, reason = await chosen.batcher.predict(upload.path)
         if reason is not None:
             # the client's file name in the message, never the server's temporary path
@@ -192,14 +194,21 @@ def run_server(
     max_upload_mb: float = 50.0,
     cors_origins: str | list | None = None,
     max_batch: int = 16,
+    upload_timeout_s: float = 20.0,
 ) -> None:
     """The `serve` command: uvicorn with `workers` processes until Ctrl+C or SIGTERM (requests in flight finish)."""
     import uvicorn
 
-    if workers < 1 or max_batch < 1 or max_upload_mb <= 0:
-        raise UserError("--workers and --max_batch must be at least 1, --max_upload_mb positive")
+    if workers < 1 or max_batch < 1 or max_upload_mb <= 0 or upload_timeout_s <= 0:
+        raise UserError("--workers and --max_batch must be at least 1, --max_upload_mb and --upload_timeout_s positive")
     origins = cors_origins.split(",") if isinstance(cors_origins, str) else list(cors_origins or [])
-    settings = Settings(checkpoint_paths(model_path), max_upload_mb, [o.strip() for o in origins], max_batch, workers)
+    settings = Settings(
+        checkpoint_paths(model_path), max_upload_mb, [o.strip() for o in origins], max_batch, workers, upload_timeout_s
+    )
+    from music_genre_classification.models.classifier import GenreClassifier
+
+    for path in settings.model_paths:  # a bad checkpoint is an error now, before uvicorn says it is running
+        GenreClassifier.from_checkpoint(path, device="cpu")
     check_port(host, port)
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
     uvicorn.run(

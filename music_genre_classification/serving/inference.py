@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from music_genre_classification.config import UserError
+from music_genre_classification.data.fetch import file_sha256
 from music_genre_classification.data.folder import ResultTable, check_writable
 from music_genre_classification.models.classifier import GenreClassifier, Prediction
 from music_genre_classification.serving.batch import FolderRows, check_source, folder_job
@@ -80,8 +81,11 @@ def run_infer(
     classifier = GenreClassifier.from_checkpoint(model_path)
     if source.is_dir():
         rows = FolderRows(tuple(classifier.genres), segments=segments)
-        table = ResultTable(output, rows.columns()) if output else None
-        return folder_job(classifier, model_path, source, table, rows, batch_size, engine, address) > 0
+        if not output:
+            return folder_job(classifier, model_path, source, None, rows, batch_size, engine, address) > 0
+        # every row records the checkpoint that made it: a rerun with another one is refused, not mixed in
+        with ResultTable(output, rows.columns(), same={"model_sha256": file_sha256(Path(model_path))}) as table:
+            return folder_job(classifier, model_path, source, table, rows, batch_size, engine, address) > 0
     prediction = classifier.predict(source, progress=True)
     print(format_prediction(prediction, segments))
     if prediction.warning:

@@ -82,6 +82,7 @@ def run_embed(
             failures += bool(row["error"])
             print(f"{row['path']}\t" + (f"error: {row['error']}" if row["error"] else row["genre"]))
     write_library(journal.rows(), classifier.genres, meta, output)
+    journal.close()
     journal_path.unlink()
     return failures > 0
 

@@ -30,6 +30,7 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     max_batch: int = 16  # files of concurrent requests sent through the network at once
     workers: int = 1
+    upload_timeout_s: float = 20.0  # a client silent this long in the middle of an upload gets 408
 
 
 def model_name(path: str | Path) -> str:

@@ -4,6 +4,7 @@ The body is parsed as it arrives (python-multipart), so an upload never sits in 
 refused as soon as it passes the limit.
 """
 
+import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -18,6 +19,11 @@ from starlette.requests import ClientDisconnect, Request
 from music_genre_classification.data.audio import not_audio
 
 MULTIPART_OVERHEAD = 64 * 1024  # room for the boundaries, part headers and small fields beside the file
+# a refused body is still read (and dropped) up to this many times the limit, so that a plain client that sends its
+# whole body before reading the answer gets the 413 instead of "connection reset"; beyond it the connection is closed
+DRAIN_FACTOR = 4
+# ISO base media files that are images, not audio (HEIC/HEIF, AVIF): an ftyp box like m4a's, with an image brand
+IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 
 
 class ApiError(Exception):
@@ -44,6 +50,8 @@ def audio_format(head: bytes) -> str | None:
         return ".wav"
     if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
         return ".aiff"
+    if head[4:8] == b"ftyp" and head[8:12] in IMAGE_BRANDS:
+        return None
     if head[4:8] == b"ftyp":  # MP4 family: m4a, mp4, 3gp (Safari records in it)
         return ".m4a"
     signatures = {
@@ -88,7 +96,9 @@ class _FieldWriter:
 
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
-        self.writing = options.get(b"name") == self.field and not self.found
+        if options.get(b"name") == self.field and self.found:  # which one is the audio? never guess
+            raise ApiError(422, f"the form has more than one field '{self.field.decode()}': send one file per request")
+        self.writing = options.get(b"name") == self.field
         if self.writing:
             self.found = True
             name = options.get(b"filename", b"upload").decode(errors="replace")
@@ -102,15 +112,45 @@ class _FieldWriter:
             self.file.write(data[start:end])
 
 
+async def _drain(request: Request, max_bytes: int) -> None:
+    """Read and drop a refused body (up to DRAIN_FACTOR times the limit) before answering."""
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > DRAIN_FACTOR * max_bytes:
+                return
+    except ClientDisconnect:
+        return
+
+
+async def stream_until_idle(request: Request, idle_s: float) -> AsyncIterator[bytes]:
+    """The body's chunks; a client that sends nothing for `idle_s` seconds is answered 408, so that slow or stalled
+    uploads cannot hold the server's connections open."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), idle_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise ApiError(408, f"the upload stalled: nothing arrived for {idle_s:g} s") from None
+        yield chunk
+
+
 @asynccontextmanager
-async def receive_file(request: Request, field: str, folder: Path, max_mb: float) -> AsyncIterator[Upload]:
-    """Stream the multipart `field` of `request` into a file in `folder`; the file is removed on leaving."""
+async def receive_file(
+    request: Request, field: str, folder: Path, max_mb: float, idle_s: float = 20.0
+) -> AsyncIterator[Upload]:
+    """Stream the multipart `field` of `request` into a file in `folder`; the file is removed on leaving; a client
+    silent for `idle_s` seconds mid-body gets 408."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise ApiError(422, f"send the audio as multipart/form-data, in the field '{field}'")
     max_bytes = int(max_mb * 2**20)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:  # refused before reading a byte
+    if declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:  # refused before storing a byte
+        await _drain(request, max_bytes)
         raise too_big(max_mb)
     handle, name = tempfile.mkstemp(prefix="upload-", dir=folder)
     path = Path(name)
@@ -118,13 +158,23 @@ async def receive_file(request: Request, field: str, folder: Path, max_mb: float
         with os.fdopen(handle, "wb") as file:
             writer = _FieldWriter(field, file, max_bytes, max_mb)
             parser = MultipartParser(options[b"boundary"], writer.callbacks())
-            received = 0
+            received, refused = 0, None
             try:
-                async for chunk in request.stream():
+                async for chunk in stream_until_idle(request, idle_s):
                     received += len(chunk)
+                    if refused is not None:  # read on and drop, so that the client can read the answer
+                        if received > DRAIN_FACTOR * max_bytes:
+                            break
+                        continue
                     if received > max_bytes + MULTIPART_OVERHEAD:  # a body of many other fields counts too
-                        raise too_big(max_mb)
-                    parser.write(chunk)
+                        refused = too_big(max_mb)
+                        continue
+                    try:
+                        parser.write(chunk)
+                    except ApiError as err:
+                        refused = err
+                if refused is not None:
+                    raise refused
                 parser.finalize()
             except ClientDisconnect:
                 raise ApiError(400, "the upload was interrupted") from None
@@ -138,6 +188,8 @@ async def receive_file(request: Request, field: str, folder: Path, max_mb: float
             head = file.read(64)
         if (suffix := audio_format(head)) is None:
             kind = f"is {not_audio(head)}" if not_audio(head) else "not an audio file"
+            if head[4:8] == b"ftyp" and head[8:12] in IMAGE_BRANDS:
+                kind = "is a HEIF image (HEIC/AVIF)"
             raise ApiError(415, f"{writer.filename}: {kind} (send wav, mp3, ogg/opus, flac, m4a, ...)")
         named = path.with_name(path.name + suffix)  # the extension lets the decoder pick ffmpeg for m4a and the like
         path = path.rename(named)

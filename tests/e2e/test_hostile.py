@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 from helpers.audio import CLIP_S, SR, tone, write_gtzan
-from helpers.hostile import Hostile, Outcome, check, write_hostile
+from helpers.hostile import Hostile, Outcome, check, tiny_checkpoint, write_hostile, write_hostile_checkpoints
 from helpers.processes import REPO, bot_process, run_cli, without_rights
 
 from music_genre_classification.config import UserError
@@ -317,3 +317,164 @@ def test_unreadable_files_folders_and_outputs_are_named(trained):
             classifier.predict(folder / "music" / "clip001.wav")
         with pytest.raises(UserError, match=r"cannot be written \(Permission denied\)"):
             check_writable(folder / "readonly" / "labels.csv")
+
+
+# --- checkpoints: loading one never runs code -------------------------------------------------------------------------
+
+SECRET = "s3cr3t-value"
+
+
+def test_crafted_checkpoints_are_refused_in_one_line_without_running_code(tmp_path, monkeypatch):
+    import torch
+
+    names, marker = write_hostile_checkpoints(tmp_path / "ckpts")
+    good = tmp_path / "good.ckpt"
+    torch.save(tiny_checkpoint(), good)
+    GenreClassifier.from_checkpoint(good, device="cpu")  # the checkpoint they were made from loads
+    monkeypatch.setenv("MGC_SECRET", SECRET)
+    for name in names:
+        with pytest.raises(UserError) as refused:
+            GenreClassifier.from_checkpoint(tmp_path / "ckpts" / name, device="cpu")
+        message = str(refused.value)
+        assert "\n" not in message and SECRET not in message, (name, message)
+        assert not marker.exists(), f"{name} ran code"
+    sf.write(tmp_path / "clip.wav", tone("low", 1), SR)
+    for name in ("target_print.ckpt", "nested_target.ckpt", "args.ckpt", "resolver.ckpt", "pickle.ckpt"):
+        result = run_cli("infer", "--model_path", f"ckpts/{name}", "--audio_path", "clip.wav", cwd=tmp_path,
+                         env={"MGC_SECRET": SECRET})  # fmt: skip
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), (name, result.stderr)
+        assert SECRET not in result.stderr and not result.stdout and "ran" not in result.stdout, name
+        assert not marker.exists(), f"{name} ran code"
+    assert sorted(p.name for p in (tmp_path / "ckpts").iterdir()) == sorted(names)  # nothing written beside them
+
+
+# --- precomputed spectrograms (.npy): held to the rules audio is ------------------------------------------------------
+
+
+def test_bad_spectrograms_are_refused_in_one_line_and_a_huge_one_is_never_loaded(tmp_path):
+    import tracemalloc
+
+    import numpy as np
+    import torch
+
+    torch.save(tiny_checkpoint(), tmp_path / "tiny.ckpt")
+    classifier = GenreClassifier.from_checkpoint(tmp_path / "tiny.ckpt", device="cpu")
+    columns = classifier.front_end.params.window_columns  # one 30-s window
+    rng = np.random.default_rng(0)
+    good = rng.uniform(0, 1, (128, columns)).astype(np.float16)
+    cases = {
+        "zeros": (np.zeros((128, columns), np.float32), "flat spectrogram"),
+        "three_columns": (good[:, :3], "too short"),
+        "huge_values": (np.full((128, columns), 1e30, np.float32), "out of range"),
+        "bytes_0_255": (rng.integers(0, 256, (128, columns)).astype(np.uint8), "uint8 values"),
+        "nan": (np.where(good > 0.5, np.nan, good), "NaN"),
+        "wrong_bands": (good[:64], "not a spectrogram of 128 mel bands"),
+        "three_dims": (good[None], "not a spectrogram of 128 mel bands"),
+    }
+    for name, (array, words) in cases.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        with pytest.raises(AudioError, match=words):
+            classifier.predict(tmp_path / f"{name}.npy")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(AudioError, match="not a readable spectrogram"):
+        classifier.predict(tmp_path / "objects.npy")
+    huge = np.lib.format.open_memmap(tmp_path / "huge.npy", "w+", np.float32, (128, 200_000))  # 102 MB
+    del huge
+    tracemalloc.start()
+    with pytest.raises(AudioError, match="more than one 30-s window"):
+        classifier.predict(tmp_path / "huge.npy")
+    assert tracemalloc.get_traced_memory()[1] < 10e6  # refused from its header
+    tracemalloc.stop()
+    np.save(tmp_path / "good.npy", good)
+    assert classifier.predict(tmp_path / "good.npy").duration_s == pytest.approx(30, abs=0.1)
+    result = run_cli("infer", "--model_path", "tiny.ckpt", "--audio_path", "zeros.npy", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        "error: zeros.npy: a flat spectrogram (silent, or no signal)"
+    ]
+
+
+# --- result tables never mix: not a table of this job, another model, two runs at once --------------------------------
+
+
+def test_tables_of_another_kind_or_model_are_refused_untouched_and_a_table_in_use_is_locked(tmp_path, capsys):
+    import torch
+
+    from music_genre_classification.data.features import TABLE_COLUMNS
+    from music_genre_classification.data.fetch import file_sha256
+    from music_genre_classification.data.folder import ResultTable
+    from music_genre_classification.serving.batch import FolderRows
+    from music_genre_classification.serving.inference import run_infer
+
+    write_library(tmp_path / "library", 2)
+    first, other = tmp_path / "first.ckpt", tmp_path / "other.ckpt"
+    torch.save(tiny_checkpoint(), first)
+    torch.save(tiny_checkpoint() | {"val_metrics": {"note": "another model"}}, other)
+    out = tmp_path / "labels.jsonl"
+    assert not run_infer(str(first), str(tmp_path / "library"), str(out))
+    rows = read_rows(out)
+    assert len(rows) == 2 and {r["model_sha256"] for r in rows} == {file_sha256(first)}  # which model made each row
+    made = out.read_bytes()
+
+    def refused(model: Path, output: Path, words: str) -> None:
+        before = output.read_bytes()
+        with pytest.raises(UserError, match=words):
+            run_infer(str(model), str(tmp_path / "library"), str(output))
+        assert output.read_bytes() == before, "a table that is not this job's is left as it was"
+
+    refused(other, out, "rows made with another model")
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"todo": "call the band"}\nnot json at all\n')
+    refused(first, notes, "line 1 is not a row")
+    notes.write_text("my notes, no newline at the end")
+    refused(first, notes, "its last line is not a row")
+    with pytest.raises(UserError, match="line 1 is not a row"):  # `features` into `infer`'s table
+        ResultTable(out, TABLE_COLUMNS, key="filename")
+    assert out.read_bytes() == made
+    assert run_infer(str(first), str(tmp_path / "library"), str(out)) is False  # the same model resumes
+    assert "0 audio files to label" in capsys.readouterr().out
+
+    columns = FolderRows(("low", "mid", "high")).columns()
+    with ResultTable(out, columns, same={"model_sha256": file_sha256(first)}):  # a run writing the table
+        result = run_cli(*infer_args({"checkpoint": first}, "library", out), cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+            f"error: {out}: another run is writing this table; wait for it to end or choose another output"
+        ]
+        assert not result.stdout
+    assert out.read_bytes() == made
+
+
+# --- the Python API: what it is given, and one bad file among many ----------------------------------------------------
+
+
+def test_python_api_says_what_it_reads_and_one_bad_path_never_ends_predict_many(tmp_path):
+    import io
+
+    import numpy as np
+    import torch
+    from helpers.audio import encode
+
+    from music_genre_classification.data.audio import audio_signature
+
+    torch.save(tiny_checkpoint(), tmp_path / "tiny.ckpt")
+    classifier = GenreClassifier.from_checkpoint(tmp_path / "tiny.ckpt", device="cpu")
+    clip = write_library(tmp_path / "library", 2)
+    for source in (clip[0].read_bytes(), open(clip[0], "rb"), io.BytesIO(clip[0].read_bytes())):
+        with pytest.raises(AudioError, match="give a path or an array"):
+            classifier.predict(source)
+    with pytest.raises(AudioError, match="cannot hold a NUL character"):
+        classifier.predict(str(tmp_path / "a\0b.wav"))
+    results = list(classifier.predict_many([clip[0], str(tmp_path / "a\0b.wav"), 42, clip[1]], batch_size=1))
+    assert [bool(prediction) for _, prediction, _ in results] == [True, False, False, True]
+    assert "NUL" in results[1][2] and "not a path" in results[2][2]
+
+    # random bytes named like audio are refused by their first bytes, before any decoder starts
+    (tmp_path / "random.mp3").write_bytes(np.random.default_rng(3).integers(0, 256, 30000, dtype=np.uint8).tobytes())
+    with pytest.raises(AudioError, match="its first bytes are those of no audio format"):
+        classifier.predict(tmp_path / "random.mp3")
+    wave = tone("low", 1, 2)
+    for fmt, subtype in [("WAV", None), ("FLAC", None), ("OGG", None), ("MP3", None), ("AIFF", None), ("AU", None)]:
+        assert audio_signature(encode(wave, fmt, subtype)[:64]), fmt
+    rng = np.random.default_rng(4)
+    flagged = sum(audio_signature(rng.integers(0, 256, 64, dtype=np.uint8).tobytes()) for _ in range(1000))
+    assert flagged <= 5  # a random file rarely looks like audio

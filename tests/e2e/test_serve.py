@@ -19,6 +19,7 @@ from music_genre_classification.models.classifier import GenreClassifier
 from music_genre_classification.palette import genre_colours
 
 LIMIT_MB = 10
+UPLOAD_TIMEOUT_S = 4  # short, so that the stalled-upload test waits only that long
 
 
 def encode(wave: np.ndarray, sr: int = SR, **kwargs) -> bytes:
@@ -35,6 +36,7 @@ def server(trained, tmp_path_factory):
     shutil.copy(trained["checkpoint"].resolve(), second)
     paths = f"{trained['checkpoint']},{second}"
     args = ["--model_path", paths, "--max_upload_mb", str(LIMIT_MB), "--cors_origins", "https://app.example"]
+    args += ["--upload_timeout_s", str(UPLOAD_TIMEOUT_S)]
     server = Server(folder, *args)
     server.wait_ready()
     yield server
@@ -284,7 +286,50 @@ def test_bad_command_line_is_one_error_line(trained, tmp_path):
     missing = run_cli("serve", "--model_path", "missing.ckpt", cwd=tmp_path, timeout=60)
     assert missing.returncode == 1 and missing.stderr.strip() == "error: missing.ckpt: no such checkpoint or folder"
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
-    server = Server(tmp_path, "--model_path", "notes.ckpt")  # found only when a worker loads it
-    assert server.process.wait(120) == 3
-    assert "error: notes.ckpt: not a readable checkpoint" in server.log_text()
-    assert "Traceback" not in server.log_text()
+    server = Server(tmp_path, "--model_path", "notes.ckpt")  # found before uvicorn starts
+    assert server.process.wait(120) == 1
+    assert server.log_text().strip() == "error: notes.ckpt: not a readable checkpoint (UnpicklingError)"
+
+
+HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(4000)
+
+
+def test_two_file_parts_heic_and_head_get_their_own_status(server, client):
+    wav = encode(tone("low", 1))
+    response = client.post("/predict", files=[("file", ("a.wav", wav)), ("file", ("b.wav", wav))])
+    assert response.status_code == 422 and "more than one field 'file'" in response.json()["error"], response.text
+    response = post(client, server, HEIC, "photo.m4a")
+    assert response.status_code == 415 and "photo.m4a: is a HEIF image" in response.json()["error"], response.text
+    assert client.head("/").status_code == 200
+    assert server.uploads() == []
+
+
+def test_a_plain_client_that_sends_its_whole_body_reads_the_413(server):
+    import urllib.error
+    import urllib.request
+
+    body = b"--b\r\n" + bytes(LIMIT_MB * 2**20 + 2**20)  # a little over the limit: read and dropped, then answered
+    request = urllib.request.Request(
+        f"{server.url}/predict", data=body, headers={"content-type": "multipart/form-data; boundary=b"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413 and "limit of 10 MB" in refused.value.read().decode()
+
+
+def test_a_stalled_upload_is_answered_408_and_its_connection_freed(server):
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(server.url)
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=60) as conn:
+        conn.sendall(head.encode() + b"--b\r\nContent-Disposition: form-data; name=file; filename=a.wav\r\n\r\nRIFF")
+        started = time.monotonic()
+        answer = conn.recv(4096).decode(errors="replace")  # the client sends nothing more
+    assert answer.startswith("HTTP/1.1 408") and "stalled" in answer, answer
+    assert time.monotonic() - started >= UPLOAD_TIMEOUT_S - 1
+    assert server.uploads() == []

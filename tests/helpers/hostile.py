@@ -178,3 +178,70 @@ def _raw_wav(samples: np.ndarray, rate: int) -> bytes:
         w.setframerate(rate)
         w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
     return buffer.getvalue()
+
+
+# --- checkpoints that try to run code when loaded ---------------------------------------------------------------------
+
+CNN = "music_genre_classification.models.networks.GenreCNN"
+
+
+def tiny_checkpoint() -> dict:
+    """A real CNN checkpoint of this project (untrained: loading is what is tested), small and made in a moment."""
+
+    from music_genre_classification.data.spectrogram import SpectrogramParams
+    from music_genre_classification.models.networks import GenreCNN
+
+    net = {"_target_": CNN, "channels": [4, 8, 8, 8], "dropout": 0.3, "input_norm": False, "n_mels": 128, "n_mfcc": 0}
+    state = GenreCNN(n_genres=3, **{k: v for k, v in net.items() if k != "_target_"}).state_dict()
+    hp = {"genres": ["low", "mid", "high"], "net": net, "spectrogram": SpectrogramParams().to_dict()}
+    hp |= {"crop_columns": 32, "eval_hop": 16}
+    return {"hyper_parameters": hp, "state_dict": {f"net.{k}": v for k, v in state.items()}}
+
+
+class _Pickled:
+    """Unpickled by torch.load(weights_only=False), it would write `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.write_text, (self.marker, "ran")
+
+
+def write_hostile_checkpoints(folder: Path) -> tuple[list[str], Path]:
+    """Crafted checkpoints, each of which ran code (or read the environment) when loaded: the file names, and the
+    marker file any of them would write if its code ran. Every one must be refused with one line, leaving no trace."""
+    import copy
+
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / "marker.txt"
+    path = {"_target_": "pathlib.Path", "_args_": [str(marker)]}
+    write = {"_target_": "pathlib.Path.write_text", "self": path, "data": "ran"}
+    names = []
+
+    def add(name: str, change) -> None:
+        ckpt = copy.deepcopy(tiny_checkpoint())
+        change(ckpt["hyper_parameters"])
+        torch.save(ckpt, folder / name)
+        names.append(name)
+
+    add("target_print.ckpt", lambda hp: hp.update(net={"_target_": "builtins.print", "_args_": ["ran"],
+                                                        "file": {"_target_": "builtins.open", "_args_": [str(marker), "w"]}}))  # fmt: skip
+    add("nested_target.ckpt", lambda hp: hp["net"].update(dropout=write))  # writes, returns 3: a valid dropout
+    add("args.ckpt", lambda hp: hp.update(net={"_target_": "pathlib.Path.write_text", "_args_": [path, "ran"]}))
+    add("partial.ckpt", lambda hp: hp["net"].update(_partial_=True))
+    add("recursive.ckpt", lambda hp: hp["net"].update(_recursive_=False, _convert_="all"))
+    add("resolver.ckpt", lambda hp: hp["net"].update(dropout="${oc.env:MGC_SECRET}"))
+    add("not_ours.ckpt", lambda hp: hp.update(net={"_target_": "torch.nn.Linear", "in_features": 1, "out_features": 2}))
+    add("huge.ckpt", lambda hp: hp["net"].update(channels=[65536] * 8))
+    add("bad_spectrogram.ckpt", lambda hp: hp["spectrogram"].update(n_fft={"_target_": "builtins.int", "_args_": [9]}))
+    member = copy.deepcopy(tiny_checkpoint())
+    member["hyper_parameters"]["net"]["dropout"] = write
+    ensemble = {"hyper_parameters": {"kind": "ensemble", "genres": ["low", "mid", "high"], "weights": [1.0]}}
+    torch.save(ensemble | {"members": [member]}, folder / "ensemble_member.ckpt")
+    names.append("ensemble_member.ckpt")
+    torch.save({"hyper_parameters": _Pickled(marker)}, folder / "pickle.ckpt")
+    names.append("pickle.ckpt")
+    return names, marker

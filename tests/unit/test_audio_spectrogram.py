@@ -1,3 +1,6 @@
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -169,3 +172,24 @@ def test_music_with_long_pauses_is_not_taken_for_noise():
     with pytest.raises(AudioError, match="noise"):  # while noise with the same pauses still is noise
         noise = np.where(pauses != 0, np.random.default_rng(1).standard_normal(pauses.size), 0).astype(np.float32)
         track_spectrograms([0.3 * noise], LogMel())
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg to write the MP3")
+def test_a_vbr_mp3_without_xing_header_and_a_chained_ogg_are_decoded_whole(tmp_path):
+    """libsndfile stops at the length the first MP3 frame suggests (17 of 30 s here) and after the first of chained
+    Ogg streams; everything there is must be decoded, and no 'cut off' warning given."""
+    sr = 22050
+    t = np.arange(30 * sr) / sr
+    loud = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.random.default_rng(0).standard_normal(len(t))
+    wave = np.where(t < 3, 0.001 * np.sin(2 * np.pi * 440 * t), loud).astype(np.float32)  # quiet first frames
+    sf.write(tmp_path / "a.wav", wave, sr)
+    command = ["ffmpeg", "-loglevel", "error", "-i", str(tmp_path / "a.wav"), "-c:a", "libmp3lame", "-q:a", "2"]
+    subprocess.run([*command, "-write_xing", "0", str(tmp_path / "vbr.mp3")], check=True)
+    first, second = wave[: 12 * sr], wave[-12 * sr :]
+    sf.write(tmp_path / "one.ogg", first, sr)
+    sf.write(tmp_path / "two.ogg", second, sr)
+    (tmp_path / "chained.ogg").write_bytes((tmp_path / "one.ogg").read_bytes() + (tmp_path / "two.ogg").read_bytes())
+    for name, seconds in (("vbr.mp3", 30.0), ("chained.ogg", 24.0)):
+        decoded = decode_blocks(tmp_path / name, sr)
+        total = sum(len(block) for block in decoded) / sr
+        assert abs(total - seconds) < 0.2 and decoded.warning is None, (name, total, decoded.warning)
