@@ -99,16 +99,18 @@ def infer(
     batch_size: int = 16,
     engine: str = "local",
     address: str | None = None,
+    tags: bool = False,
 ) -> None:
     """Genre of one audio file, or of every audio file below a folder (results to --output_path .csv/.jsonl);
-    a folder of spectrograms (.npy + params.json) too. --engine ray [--address auto|ray://host:10001]: on Ray."""
+    a folder of spectrograms (.npy + params.json) too. --engine ray [--address auto|ray://host:10001]: on Ray.
+    --tags: also the audio's top tags (moods, eras, instruments, styles) from musicnn trained on 200,000 songs."""
     model_path, audio_path = _path("model_path", model_path), _path("audio_path", audio_path)
     output_path = None if output_path is None else _path("output_path", output_path)
     segments, batch_size = _flag("segments", segments), _whole("batch_size", batch_size)
-    address = None if address is None else _path("address", address)
+    address, tags = None if address is None else _path("address", address), _flag("tags", tags)
     from music_genre_classification.serving.inference import run_infer
 
-    _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size, str(engine), address))
+    _run(lambda: run_infer(model_path, audio_path, output_path, segments, batch_size, str(engine), address, tags))
 
 
 def embed(

@@ -24,6 +24,7 @@ from music_genre_classification.data.music_check import REASONS, SKIPPED, judged
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
 from music_genre_classification.models.checkpoint import checkpoint_problem, load_checkpoint
 from music_genre_classification.models.predictors import judged_track_outputs, predictor
+from music_genre_classification.models.tags import NO_SPECTROGRAM_TAGS, audio_tags
 
 SPECTROGRAM_SLACK = 1e-3  # float16 rounding of values stored in [0, 1]
 FLAT_SPECTROGRAM = 0.05  # a per-clip min-max normalised log-mel spans [0, 1]; all of one level is silence
@@ -56,6 +57,8 @@ class Prediction:
     def music(self) -> bool:
         return self.not_music is None
 
+    tags: list[tuple[str, float]] | None = None  # musicnn's top MSD tags of the audio, when asked for (models/tags.py)
+
     def to_dict(self, segments: bool = True) -> dict:
         row = {"genre": self.genre, "probabilities": self.probabilities, "duration_s": round(self.duration_s, 3)}
         row |= {"music": self.music, "not_music": self.not_music}
@@ -63,6 +66,8 @@ class Prediction:
             row["segments"] = [vars(s) for s in self.segments]
         if self.warning:
             row["warning"] = self.warning
+        if self.tags is not None:
+            row["tags"] = [{"tag": tag, "probability": p} for tag, p in self.tags]
         return row
 
 
@@ -158,19 +163,28 @@ class GenreClassifier:
         return 0.0, seconds, spec, verdict
 
     def predict(
-        self, source: str | Path | np.ndarray, sample_rate: int | None = None, progress: bool = False
+        self,
+        source: str | Path | np.ndarray,
+        sample_rate: int | None = None,
+        progress: bool = False,
+        tags: bool = False,
     ) -> Prediction:
-        """The genre of a file or waveform; `progress`: windows done on stderr while a long file is read."""
+        """The genre of a file or waveform; `progress`: windows done on stderr while a long file is read; `tags`:
+        also musicnn's top MSD tags of the audio (an AudioError for a spectrogram .npy, which has no audio)."""
+        if tags:
+            _check_taggable(source)
         windows, warning = self._track(source, sample_rate, progress)
         prediction = self._predict_tracks([windows])[0]
         prediction.warning = warning
+        if tags:
+            prediction.tags = audio_tags(source, sample_rate)
         return prediction
 
     def predict_many(
-        self, paths: Iterable[str | Path], batch_size: int = 16, embeddings: bool = False
+        self, paths: Iterable[str | Path], batch_size: int = 16, embeddings: bool = False, tags: bool = False
     ) -> Iterator[tuple[Path, Prediction | None, str | None]]:
         """(path, prediction, None) or (path, None, error) per file, in order; `embeddings`: each prediction holds
-        the track's embedding.
+        the track's embedding; `tags`: musicnn's top MSD tags of its audio (a spectrogram .npy is an error).
 
         Two threads decode and make the inputs of the next batches while the model runs on this one: decoding,
         the front end and the network each hold one core at a time, so both cores stay busy.
@@ -182,27 +196,31 @@ class GenreClassifier:
             while True:
                 while len(ahead) < 2 * batch_size and (path := next(paths, None)) is not None:
                     path = Path(path) if isinstance(path, str | os.PathLike) else path  # else: an error of its own
-                    ahead.append((path, pool.submit(self._safe_track, path)))
+                    ahead.append((path, pool.submit(self._safe_track, path, tags)))
                 if not ahead:
                     return
                 batch = [ahead.popleft() for _ in range(min(batch_size, len(ahead)))]
                 tracks = [future.result() for _, future in batch]
-                good = [windows for windows, _ in (t for t in tracks if isinstance(t, tuple))]
+                good = [t[0] for t in tracks if isinstance(t, tuple)]
                 predictions = iter(self._predict_tracks(good, embeddings)) if good else iter(())
                 for (path, _), track in zip(batch, tracks):
                     if isinstance(track, tuple):
                         prediction = next(predictions)
-                        prediction.warning = track[1]
+                        prediction.warning, prediction.tags = track[1], track[2]
                         yield path, prediction, None
                     else:
                         yield path, None, track
 
-    def _safe_track(self, path: Path) -> tuple[list[Window], str | None] | str:
-        """A file's windows, or why there are none: one bad item never ends a run over many."""
+    def _safe_track(self, path: Path, tags: bool = False) -> tuple[list[Window], str | None, list | None] | str:
+        """A file's windows, warning and (with `tags`) tags, made in a worker thread; or why it cannot be read: one
+        bad item never ends a run over many."""
         if not isinstance(path, Path):
             return f"{path!r}: not a path"
         try:
-            return self._track(path, None)
+            if tags:
+                _check_taggable(path)
+            windows, warning = self._track(path, None)
+            return windows, warning, audio_tags(path) if tags else None
         except AudioError as err:
             return str(err)
         except (OSError, ValueError, RuntimeError) as err:  # whatever a decoder raises for one file stays that file's
@@ -231,6 +249,11 @@ class GenreClassifier:
         order = np.argsort(-probs)
         ranked = {self.genres[i]: float(probs[i]) for i in order}
         return Prediction(self.genres[order[0]], ranked, duration_s, segments)
+
+
+def _check_taggable(source: object) -> None:
+    if isinstance(source, str | os.PathLike) and str(source).endswith(".npy"):
+        raise AudioError(f"{source}: {NO_SPECTROGRAM_TAGS}")
 
 
 LONG_FILE_WINDOWS = 10  # a file this many windows long (5 min of 30-s windows) shows its progress

@@ -125,12 +125,14 @@ def create_app(settings: Settings) -> FastAPI:
         request: Request,
         model: str = Query(service.names[0], description="a name from GET /models", json_schema_extra=names),
         segments: bool = Query(False, description="add the per-window timeline (30-s windows)"),
+        tags: bool = Query(False, description="add the audio's top tags (musicnn, Million Song Dataset)"),
     ) -> dict:
-        """The genre of an uploaded audio file: `genre`, `probabilities` of every genre, `duration_s`, `segments`."""
+        """The genre of an uploaded audio file: `genre`, `probabilities` of every genre, `duration_s`, `segments`,
+        `tags` (a list of {tag, probability}, most likely first)."""
         chosen = service.model(model)
         limits = settings.max_upload_mb, settings.upload_timeout_s
         async with receive_file(request, "file", service.uploads, *limits) as upload:
-            prediction, reason = await chosen.batcher.predict(upload.path)
+            prediction, reason = await chosen.batcher.predict(upload.path, tags)
         if reason is not None:
             # the client's file name in the message, never the server's temporary path
             raise ApiError(

@@ -12,6 +12,7 @@ import numpy as np
 from music_genre_classification.config import UserError
 from music_genre_classification.data.folder import ResultTable, track_files, warn_skipped
 from music_genre_classification.models.classifier import GenreClassifier, Prediction
+from music_genre_classification.models.tags import NO_SPECTROGRAM_TAGS, format_tags
 
 ENGINES = ("local", "ray")
 
@@ -40,14 +41,17 @@ class FolderRows:
     genres: tuple[str, ...]
     segments: bool = False
     embeddings: bool = False
+    tags: bool = False  # musicnn's top MSD tags of the audio, "rock:0.62;guitar:0.41"
 
     def columns(self) -> list[str]:
         columns = ["path", "genre", *self.genres, "duration_s", "error", "warning", "not_music"]
         columns += ["segments"] * self.segments
-        return columns + ["label", "embedding"] * self.embeddings
+        return columns + ["tags"] * self.tags + ["label", "embedding"] * self.embeddings
 
     def __call__(self, path: Path, prediction: Prediction | None, error: str | None) -> dict:
         row = result_row(path, prediction, error, self.segments)
+        if self.tags:
+            row["tags"] = format_tags(prediction.tags, ";", ":") if prediction and prediction.tags else ""
         if self.embeddings:
             row["label"] = path.parent.name if path.parent.name in self.genres else ""
             row["embedding"] = encode_embedding(prediction.embedding) if prediction else ""
@@ -81,6 +85,8 @@ def folder_job(
 
     (files, ignored, skipped), params_json = track_files(folder)
     if params_json:
+        if rows.tags:
+            raise UserError(f"{folder}: --tags: {NO_SPECTROGRAM_TAGS}")
         classifier.check_spectrograms(params_json)
     warn_skipped(skipped)
     todo = [Path(key) for key in table.todo(str(p) for p in files)] if table else files
@@ -96,7 +102,7 @@ def folder_job(
 
         results = ray_rows(model_path, todo, batch_size, rows, address)
     else:
-        results = (rows(*result) for result in classifier.predict_many(todo, batch_size, rows.embeddings))
+        results = (rows(*result) for result in classifier.predict_many(todo, batch_size, rows.embeddings, rows.tags))
     failures, warnings, unlike, started = 0, 0, 0, time.perf_counter()
     bar = tqdm(results, total=len(todo), unit="file", file=sys.stderr)
     for row in bar:

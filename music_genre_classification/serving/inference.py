@@ -14,6 +14,7 @@ from music_genre_classification.config import UserError
 from music_genre_classification.data.fetch import file_sha256
 from music_genre_classification.data.folder import ResultTable, check_writable
 from music_genre_classification.models.classifier import GenreClassifier, Prediction
+from music_genre_classification.models.tags import NO_SPECTROGRAM_TAGS, format_tags
 from music_genre_classification.serving.batch import FolderRows, check_source, folder_job
 
 
@@ -29,6 +30,8 @@ def format_prediction(prediction: Prediction, segments: bool = False, bar_width:
             f"genre: not sure: does not sound like music ({prediction.not_music})  ({prediction.duration_s:.1f} s)"
         ]
         lines.append(f"closest genre: {prediction.genre}")
+    if prediction.tags is not None:
+        lines.append(f"tags: {format_tags(prediction.tags)}")
     for genre, p in prediction.probabilities.items():
         lines.append(f"  {genre:<10} {p:6.1%} {'█' * round(p * bar_width)}")
     if segments:
@@ -51,10 +54,11 @@ def write_single(prediction: Prediction, path: Path, segments: bool) -> None:
     elif path.suffix == ".csv":
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["genre", *prediction.probabilities, "duration_s", "warning", "not_music"])
+            tags = [] if prediction.tags is None else [format_tags(prediction.tags, ";", ":")]
+            header = ["genre", *prediction.probabilities, "duration_s", "warning", "not_music"] + ["tags"] * len(tags)
+            writer.writerow(header)
             values = [*prediction.probabilities.values(), round(prediction.duration_s, 3), prediction.warning or ""]
-            values.append(prediction.not_music or "")
-            writer.writerow([prediction.genre, *values])
+            writer.writerow([prediction.genre, *values, prediction.not_music or "", *tags])
     elif path.suffix == ".txt":
         warning = f"warning: {prediction.warning}\n" if prediction.warning else ""
         path.write_text(format_prediction(prediction, segments) + "\n" + warning)
@@ -70,9 +74,12 @@ def run_infer(
     batch_size: int = 16,
     engine: str = "local",
     address: str | None = None,
+    tags: bool = False,
 ) -> bool:
     """The `infer` command; returns True when some file failed (the exit code says so)."""
     source = check_source(audio_path, engine)
+    if tags and source.is_file() and source.suffix == ".npy":
+        raise UserError(f"{source}: --tags: {NO_SPECTROGRAM_TAGS}")
     output = Path(output_path) if output_path else None
     if output and source.is_file():
         if output.suffix not in SINGLE_FORMATS:
@@ -80,13 +87,13 @@ def run_infer(
         check_writable(output)  # now, not after the work is done
     classifier = GenreClassifier.from_checkpoint(model_path)
     if source.is_dir():
-        rows = FolderRows(tuple(classifier.genres), segments=segments)
+        rows = FolderRows(tuple(classifier.genres), segments=segments, tags=tags)
         if not output:
             return folder_job(classifier, model_path, source, None, rows, batch_size, engine, address) > 0
         # every row records the checkpoint that made it: a rerun with another one is refused, not mixed in
         with ResultTable(output, rows.columns(), same={"model_sha256": file_sha256(Path(model_path))}) as table:
             return folder_job(classifier, model_path, source, table, rows, batch_size, engine, address) > 0
-    prediction = classifier.predict(source, progress=True)
+    prediction = classifier.predict(source, progress=True, tags=tags)
     print(format_prediction(prediction, segments))
     if prediction.warning:
         print(f"warning: {prediction.warning}", file=sys.stderr)

@@ -27,7 +27,7 @@ class _Labeller:
         self.classifier, self.batch_size, self.rows = GenreClassifier.from_checkpoint(model_path), batch_size, rows
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        results = self.classifier.predict_many(batch["path"], self.batch_size, self.rows.embeddings)
+        results = self.classifier.predict_many(batch["path"], self.batch_size, self.rows.embeddings, self.rows.tags)
         return {"row": np.array([json.dumps(self.rows(*result)) for result in results], dtype=object)}
 
 

@@ -68,10 +68,10 @@ class Batcher:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
         self.task = asyncio.create_task(self._run())
 
-    async def predict(self, path: Path) -> tuple["Prediction | None", str | None]:
-        """(prediction, None), or (None, why the audio cannot be classified)."""
+    async def predict(self, path: Path, tags: bool = False) -> tuple["Prediction | None", str | None]:
+        """(prediction, None), or (None, why the audio cannot be classified); `tags`: with the audio's top tags."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((path, future))
+        await self.queue.put((path, tags, future))
         return await future
 
     async def _run(self) -> None:
@@ -80,13 +80,13 @@ class Batcher:
             batch = [await self.queue.get()]
             while len(batch) < self.max_batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            paths = [path for path, _ in batch]
+            paths, tagged = [path for path, _, _ in batch], [tags for _, tags, _ in batch]
             try:
-                results = await loop.run_in_executor(self.pool, self._predict, paths)
+                results = await loop.run_in_executor(self.pool, self._predict, paths, tagged)
             except Exception as err:  # not the audio's fault: every request of the batch gets a 500
                 log.exception("batch of %d files failed", len(batch))
                 results = [err] * len(batch)
-            for (_, future), result in zip(batch, results):
+            for (_, _, future), result in zip(batch, results):
                 if future.done():  # the client went away
                     continue
                 if isinstance(result, Exception):
@@ -94,8 +94,20 @@ class Batcher:
                 else:
                     future.set_result(result)
 
-    def _predict(self, paths: list[Path]) -> list[tuple]:
-        return [(prediction, error) for _, prediction, error in self.classifier.predict_many(paths, len(paths))]
+    def _predict(self, paths: list[Path], tagged: list[bool]) -> list[tuple]:
+        """The batch's predictions; the tags of the files that asked for them, in this thread too (one at a time)."""
+        from music_genre_classification.data.audio import AudioError
+        from music_genre_classification.models.tags import audio_tags
+
+        results = []
+        for (_, prediction, error), tags in zip(self.classifier.predict_many(paths, len(paths)), tagged):
+            if prediction is not None and tags:
+                try:
+                    prediction.tags = audio_tags(paths[len(results)])
+                except AudioError as err:
+                    prediction, error = None, str(err)
+            results.append((prediction, error))
+        return results
 
     def close(self) -> None:
         self.task.cancel()
