@@ -20,22 +20,26 @@ import torch
 
 from music_genre_classification.config import UserError, first_line
 from music_genre_classification.data.audio import MIN_DURATION_S, AudioError, decode_blocks, waveform
-from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams, track_spectrograms
+from music_genre_classification.data.music_check import REASONS, SKIPPED, judged_windows, not_music, window_evidence
+from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
 from music_genre_classification.models.checkpoint import checkpoint_problem, load_checkpoint
-from music_genre_classification.models.predictors import predictor, track_embeddings, track_probabilities
+from music_genre_classification.models.predictors import judged_track_outputs, predictor
 from music_genre_classification.models.tags import NO_SPECTROGRAM_TAGS, audio_tags
 
 SPECTROGRAM_SLACK = 1e-3  # float16 rounding of values stored in [0, 1]
 FLAT_SPECTROGRAM = 0.05  # a per-clip min-max normalised log-mel spans [0, 1]; all of one level is silence
-Window = tuple[float, float, object]  # start_s, end_s, the model's input for one window of a track
+# start_s, end_s, the model's input for one window of a track (None: skipped), verdict (None: it may be music; else
+# why not, a key of music_check.REASONS)
+Window = tuple[float, float, object, str | None]
 
 
 @dataclass
 class Segment:
     start_s: float
     end_s: float
-    genre: str
-    probability: float
+    genre: str | None  # None: no music in this window (not_music says why)
+    probability: float | None
+    not_music: str | None = None
 
 
 @dataclass
@@ -46,10 +50,18 @@ class Prediction:
     segments: list[Segment] = field(default_factory=list)  # one per window of window_s seconds
     warning: str | None = None  # e.g. the file ends before its header says (cut off): only what is there is judged
     embedding: np.ndarray | None = None  # the model's embedding of the track, when asked for (`embed`)
+    # no window sounds like music (speech, a tone, noise...): the genre is only the model's closest guess, and why
+    not_music: str | None = None
+
+    @property
+    def music(self) -> bool:
+        return self.not_music is None
+
     tags: list[tuple[str, float]] | None = None  # musicnn's top MSD tags of the audio, when asked for (models/tags.py)
 
     def to_dict(self, segments: bool = True) -> dict:
         row = {"genre": self.genre, "probabilities": self.probabilities, "duration_s": round(self.duration_s, 3)}
+        row |= {"music": self.music, "not_music": self.not_music}
         if segments:
             row["segments"] = [vars(s) for s in self.segments]
         if self.warning:
@@ -79,10 +91,10 @@ class GenreClassifier:
     def sample_rate(self) -> int:
         return self.front_end.params.sample_rate
 
-    def spectrograms(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> list[Window]:
+    def spectrograms(self, source: str | Path | np.ndarray, sample_rate: int | None = None) -> list[tuple]:
         """A file path, or a waveform at `sample_rate` ([samples], [samples, channels] or [channels, samples]), as
-        window spectrograms."""
-        return self._track(source, sample_rate)[0]
+        window spectrograms (start_s, end_s, input) of the windows not skipped (silence, noise)."""
+        return [(start, end, x) for start, end, x, _ in self._track(source, sample_rate)[0] if x is not None]
 
     def _track(
         self, source: str | Path | np.ndarray, sample_rate: int | None, progress: bool = False
@@ -98,7 +110,7 @@ class GenreClassifier:
         else:
             blocks, name = [waveform(source, sample_rate, self.sample_rate)], "waveform"
         shown = window_progress(blocks, source, self.front_end.params.window_s) if progress else blocks
-        windows = track_spectrograms(shown, self.front_end, name)
+        windows = judged_windows(shown, self.front_end, name)
         return windows, getattr(blocks, "warning", None)
 
     def check_spectrograms(self, params_json: Path) -> None:
@@ -144,7 +156,11 @@ class GenreClassifier:
             raise AudioError(f"{path}: values {low:.3g}..{high:.3g} out of range: a log-mel spectrogram lies in [0, 1]")
         if high - low < FLAT_SPECTROGRAM:
             raise AudioError(f"{path}: a flat spectrogram (silent, or no signal)")
-        return 0.0, seconds, torch.from_numpy(spec)
+        spec = torch.from_numpy(spec)
+        verdict = not_music(window_evidence(spec, params.top_db))
+        if verdict in SKIPPED:
+            raise AudioError(f"{path}: the spectrogram holds {REASONS[verdict]} sound, not music")
+        return 0.0, seconds, spec, verdict
 
     def predict(
         self,
@@ -211,18 +227,21 @@ class GenreClassifier:
             return f"{path}: cannot be classified ({first_line(err)})"
 
     def _predict_tracks(self, tracks: list[list[Window]], embeddings: bool = False) -> list[Prediction]:
-        if embeddings:
-            per_track, per_window, track_embedding = track_embeddings(self.model, tracks)
-        else:
-            (per_track, per_window), track_embedding = track_probabilities(self.model, tracks), [None] * len(tracks)
         results = []
-        for track, track_probs, window_probs, embedding in zip(tracks, per_track, per_window, track_embedding):
+        for track, (track_probs, window_probs, embedding) in zip(
+            tracks, judged_track_outputs(self.model, tracks, embeddings)
+        ):
             segments = [
                 Segment(round(s, 3), round(e, 3), self.genres[int(p.argmax())], round(float(p.max()), 4))
-                for (s, e, _), p in zip(track, window_probs)
+                if verdict is None
+                else Segment(round(s, 3), round(e, 3), None, None, REASONS[verdict])
+                for (s, e, _, verdict), p in zip(track, window_probs)
             ]
             results.append(self._prediction(track_probs, track[-1][1], segments))
             results[-1].embedding = embedding
+            verdicts = [verdict for *_, verdict in track if verdict not in SKIPPED]
+            if None not in verdicts:  # no window may be music: the genre is a guess
+                results[-1].not_music = REASONS[max(set(verdicts), key=verdicts.count)]
         return results
 
     def _prediction(self, probs: np.ndarray, duration_s: float, segments: list[Segment]) -> Prediction:

@@ -208,3 +208,26 @@ def track_means(values: np.ndarray, tracks: list[list[tuple]]) -> np.ndarray:
 def _per_track(values: np.ndarray, tracks: list[list[tuple]]) -> list[np.ndarray]:
     ends = np.cumsum([len(track) for track in tracks])
     return np.split(values, ends[:-1])
+
+
+def judged_track_outputs(model, tracks: list[list[tuple]], embeddings: bool = False) -> list[tuple]:
+    """Per track of windows (start_s, end_s, input or None, verdict: None where it may be music), the model run on
+    the windows that have an input: (probabilities averaged over its music windows, or over all judged windows when
+    none is music; per window its probabilities or None; its embedding averaged the same way, or None)."""
+    judged = [[w for w in track if w[2] is not None] for track in tracks]
+    inputs = [w[2] for track in judged for w in track]
+    if not inputs:
+        return []
+    probs, vectors = model.embed(inputs) if embeddings else (model.probabilities(inputs), None)
+    results, i = [], 0
+    for track, kept in zip(tracks, judged):
+        window_probs = probs[i : i + len(kept)]
+        music = np.array([w[3] is None for w in kept])
+        use = music if music.any() else np.ones(len(kept), bool)
+        weights = np.array([max(w[1] - w[0], 1e-9) for w in kept])[use, None]
+        mean_probs = (window_probs[use] * weights).sum(0) / weights.sum()
+        embedding = (vectors[i : i + len(kept)][use] * weights).sum(0) / weights.sum() if embeddings else None
+        found = iter(window_probs)
+        results.append((mean_probs, [next(found) if w[2] is not None else None for w in track], embedding))
+        i += len(kept)
+    return results

@@ -44,7 +44,8 @@ class FolderRows:
     tags: bool = False  # musicnn's top MSD tags of the audio, "rock:0.62;guitar:0.41"
 
     def columns(self) -> list[str]:
-        columns = ["path", "genre", *self.genres, "duration_s", "error", "warning"] + ["segments"] * self.segments
+        columns = ["path", "genre", *self.genres, "duration_s", "error", "warning", "not_music"]
+        columns += ["segments"] * self.segments
         return columns + ["tags"] * self.tags + ["label", "embedding"] * self.embeddings
 
     def __call__(self, path: Path, prediction: Prediction | None, error: str | None) -> dict:
@@ -102,11 +103,14 @@ def folder_job(
         results = ray_rows(model_path, todo, batch_size, rows, address)
     else:
         results = (rows(*result) for result in classifier.predict_many(todo, batch_size, rows.embeddings, rows.tags))
-    failures, warnings, started = 0, 0, time.perf_counter()
+    failures, warnings, unlike, started = 0, 0, 0, time.perf_counter()
     bar = tqdm(results, total=len(todo), unit="file", file=sys.stderr)
     for row in bar:
         failures += bool(row["error"])
         warnings += bool(row.get("warning"))
+        if row.get("not_music"):
+            unlike += 1
+            bar.write(f"warning: {row['path']}: does not sound like music ({row['not_music']})", file=sys.stderr)
         if table:
             table.add(row)
         else:
@@ -116,6 +120,7 @@ def folder_job(
     print(
         f"{done} {len(todo) - failures} files, {failures} failed"
         + (f", {warnings} with a warning (cut off?)" if warnings else "")
+        + (f", {unlike} not like music" if unlike else "")
         + f", {rate:.1f} files/s"
         + (f" -> {output or table.path}" if table else "")
     )
@@ -128,6 +133,7 @@ def result_row(path: Path, prediction: Prediction | None, error: str | None, seg
     if prediction:
         row |= {"genre": prediction.genre, "duration_s": round(prediction.duration_s, 3), **prediction.probabilities}
         row["warning"] = prediction.warning or ""
+        row["not_music"] = prediction.not_music or ""
         if segments:
             row["segments"] = [vars(s) for s in prediction.segments]
     return row

@@ -36,9 +36,18 @@ def format_reply(prediction: Prediction, bar_width: int = 12) -> str:
     rows = [f"{genre:<10}{p:4.0%} {'█' * round(p * bar_width)}" for genre, p in prediction.probabilities.items()]
     table = html.escape("\n".join(rows))
     text = f"<b>{html.escape(prediction.genre)}</b> ({_clock(prediction.duration_s)})\n<pre>{table}</pre>"
+    if not prediction.music:  # no bold genre: the model's answer means little here
+        text = (
+            f"<b>Not sure</b> ({_clock(prediction.duration_s)}): this does not sound like music "
+            f"({html.escape(prediction.not_music)}). The closest genre would be {html.escape(prediction.genre)}."
+        )
     if len(prediction.segments) > 1:
         shown = prediction.segments[:MAX_TIMELINE_ROWS]
-        lines = [f"{_clock(s.start_s)}-{_clock(s.end_s)} {s.genre:<10}{s.probability:4.0%}" for s in shown]
+        lines = [
+            f"{_clock(s.start_s)}-{_clock(s.end_s)} "
+            + (f"{s.genre:<10}{s.probability:4.0%}" if s.genre else f"no music ({s.not_music})")
+            for s in shown
+        ]
         if len(prediction.segments) > len(shown):
             lines.append(f"... {len(prediction.segments) - len(shown)} more windows")
         timeline = html.escape("\n".join(lines))

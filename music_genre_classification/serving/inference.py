@@ -18,8 +18,18 @@ from music_genre_classification.models.tags import NO_SPECTROGRAM_TAGS, format_t
 from music_genre_classification.serving.batch import FolderRows, check_source, folder_job
 
 
+def not_music_warning(name: object, prediction: Prediction) -> str:
+    """The plain words for a track that does not sound like music."""
+    return f"{name}: does not sound like music ({prediction.not_music}); not sure of any genre"
+
+
 def format_prediction(prediction: Prediction, segments: bool = False, bar_width: int = 20) -> str:
     lines = [f"genre: {prediction.genre}  ({prediction.duration_s:.1f} s)"]
+    if not prediction.music:
+        lines = [
+            f"genre: not sure: does not sound like music ({prediction.not_music})  ({prediction.duration_s:.1f} s)"
+        ]
+        lines.append(f"closest genre: {prediction.genre}")
     if prediction.tags is not None:
         lines.append(f"tags: {format_tags(prediction.tags)}")
     for genre, p in prediction.probabilities.items():
@@ -27,7 +37,10 @@ def format_prediction(prediction: Prediction, segments: bool = False, bar_width:
     if segments:
         lines.append("timeline:")
         for s in prediction.segments:
-            lines.append(f"  {s.start_s:7.1f}-{s.end_s:7.1f} s  {s.genre:<10} {s.probability:6.1%}")
+            if s.genre is None:
+                lines.append(f"  {s.start_s:7.1f}-{s.end_s:7.1f} s  no music ({s.not_music})")
+            else:
+                lines.append(f"  {s.start_s:7.1f}-{s.end_s:7.1f} s  {s.genre:<10} {s.probability:6.1%}")
     return "\n".join(lines)
 
 
@@ -42,9 +55,10 @@ def write_single(prediction: Prediction, path: Path, segments: bool) -> None:
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
             tags = [] if prediction.tags is None else [format_tags(prediction.tags, ";", ":")]
-            writer.writerow(["genre", *prediction.probabilities, "duration_s", "warning"] + ["tags"] * len(tags))
+            header = ["genre", *prediction.probabilities, "duration_s", "warning", "not_music"] + ["tags"] * len(tags)
+            writer.writerow(header)
             values = [*prediction.probabilities.values(), round(prediction.duration_s, 3), prediction.warning or ""]
-            writer.writerow([prediction.genre, *values, *tags])
+            writer.writerow([prediction.genre, *values, prediction.not_music or "", *tags])
     elif path.suffix == ".txt":
         warning = f"warning: {prediction.warning}\n" if prediction.warning else ""
         path.write_text(format_prediction(prediction, segments) + "\n" + warning)
@@ -83,6 +97,8 @@ def run_infer(
     print(format_prediction(prediction, segments))
     if prediction.warning:
         print(f"warning: {prediction.warning}", file=sys.stderr)
+    if not prediction.music:
+        print(f"warning: {not_music_warning(source, prediction)}", file=sys.stderr)
     if output:
         try:
             write_single(prediction, output, segments)

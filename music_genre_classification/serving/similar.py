@@ -6,6 +6,7 @@ since (`embed` run again) makes it stale, and it is built anew.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,26 @@ def vector_index(table: Path, library: Library):
     return index
 
 
+# A new file's nearest track is "close" when it is at least as close as all but this share of the library's own
+# tracks are to their nearest other track (docs/non_music.md says why a floor from the library, not a constant)
+FAR_SHARE = 0.01
+SAMPLED_TRACKS = 2000  # tracks of a large library whose nearest neighbours set the floor (exact search of each)
+
+
+def closeness_floor(index, library: Library) -> float | None:
+    """The cosine below which a neighbour is farther than the library's tracks are from their own nearest: the
+    FAR_SHARE quantile of (a sample of) its tracks' nearest-other-track cosines; None for a library under 2 tracks."""
+    n = len(library)
+    if n < 2:
+        return None
+    picks = np.random.default_rng(0).choice(n, min(n, SAMPLED_TRACKS), replace=False)
+    scores, found = index.search(normalised(library.embeddings[picks]), 2)
+    nearest = [
+        max(s for s, j in zip(row_s, row_j) if j != i and j >= 0) for i, row_s, row_j in zip(picks, scores, found)
+    ]
+    return float(np.quantile(nearest, FAR_SHARE))
+
+
 def query_embedding(library: Library, audio_path: str | None, path: str | None, model_path: str | None) -> tuple:
     """(embedding, index of the query in the library or None, what the query is: its path, predicted genre and
     folder label) for a track of the library or a new file."""
@@ -67,6 +88,9 @@ def query_embedding(library: Library, audio_path: str | None, path: str | None, 
     ((_, prediction, error),) = list(classifier.predict_many([source], 1, embeddings=True))
     if error:
         raise UserError(error)
+    if not prediction.music:
+        message = f"warning: {source}: does not sound like music ({prediction.not_music}); its neighbours mean little"
+        print(message, file=sys.stderr)
     return prediction.embedding, None, (str(source), prediction.genre, None)
 
 
@@ -86,6 +110,13 @@ def run_similar(
     index = vector_index(table, library)
     scores, found = index.search(normalised(embedding[None]), min(top + (itself is not None), len(library)))
     results = [(float(s), int(i)) for s, i in zip(scores[0], found[0]) if i >= 0 and i != itself][:top]
+    floor = closeness_floor(index, library) if itself is None and results else None
+    if floor is not None and results[0][0] < floor:
+        print(
+            f"warning: {audio_path}: nothing in the library is close (best cosine {results[0][0]:.3f}; "
+            f"{1 - FAR_SHARE:.0%} of its tracks have a neighbour at {floor:.3f} or closer)",
+            file=sys.stderr,
+        )
     print(f"query: {query}\n  genre: {genre} (predicted)" + (f", label: {label} (its folder)" if label else ""))
     # each neighbour's genre as the model predicts it, and the genre its folder names (the label)
     print(f"{'rank':>4}  {'cosine':>6}  {'neighbour genre':<15}  {'label':<10} path")

@@ -4,7 +4,7 @@ import re
 
 import numpy as np
 import pytest
-from helpers.audio import CLIP_S, GENRES, SR, encode, tone
+from helpers.audio import CLIP_S, GENRES, SR, encode, needs_espeak, speech, tone
 from helpers.fake_telegram import FakeBotAPI
 from helpers.processes import REPO, bot_process, run_cli
 
@@ -124,6 +124,19 @@ def test_bad_audio_gets_a_clear_reply(bot, data, expected):
     reply = api.replies(chat)[0]
     assert reply.startswith("I cannot classify bad.mp3") and expected in reply
     assert "/tmp" not in reply and str(REPO) not in reply
+
+
+@needs_espeak
+def test_speech_gets_not_sure_instead_of_a_genre(bot, tmp_path):
+    api, _ = bot
+    file = api.add_file(speech(tmp_path / "news.wav").read_bytes(), "documents/news.wav")
+    api.send((700, {"document": {**file, "file_name": "news.wav", "mime_type": "audio/wav"}}))
+    reply = api.replies(700)[0]
+    assert reply.startswith("<b>Not sure</b>") and "does not sound like music (speech-like)" in reply
+    assert "<pre>" not in reply  # no bars that would read as a verdict
+    song = api.add_file(mp3("mid", seed=3), "documents/song_700.mp3")
+    api.send((701, {"document": {**song, "file_name": "song.mp3", "mime_type": "audio/mpeg"}}))
+    assert genre_of(api.replies(701)[0]) == "mid" and "Not sure" not in api.replies(701)[0]
 
 
 def test_two_users_are_served_at_once(bot):

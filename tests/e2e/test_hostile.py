@@ -40,7 +40,7 @@ def python_api(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, O
     for case in cases:
         try:
             p = classifier.predict(folder / case.name)
-            outcomes[case.name] = Outcome("genre", p.genre, p.duration_s, p.warning or "")
+            outcomes[case.name] = Outcome("genre", p.genre, p.duration_s, p.warning or "", not_music=p.not_music or "")
         except AudioError as err:
             outcomes[case.name] = Outcome("error", message=str(err).replace(str(folder / case.name), "FILE"))
     return outcomes
@@ -115,9 +115,14 @@ def bot(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Outcome]
             if reply.startswith("I cannot classify"):
                 outcomes[case.name] = Outcome("error", message=reply)
             else:
-                genre, minutes, seconds = re.match(r"<b>(\w+)</b> \((\d+):(\d\d)\)", reply).groups()
+                genre, minutes, seconds = re.match(r"<b>(\w+|Not sure)</b> \((\d+):(\d\d)\)", reply).groups()
                 warning = reply.split("⚠ ", 1)[1] if "⚠ " in reply else ""
-                outcomes[case.name] = Outcome("genre", genre, 60 * int(minutes) + int(seconds) - 0.5, warning)
+                not_music = ""
+                if genre == "Not sure":  # no genre in bold: the reason, and the closest genre in words
+                    not_music = re.search(r"does not sound like music \((.+?)\)\.", reply).group(1)
+                    genre = re.search(r"The closest genre would be (\w+)\.", reply).group(1)
+                duration = 60 * int(minutes) + int(seconds) - 0.5
+                outcomes[case.name] = Outcome("genre", genre, duration, warning, not_music=not_music)
     assert list(tmp.iterdir()) == []  # no temporary file left behind, whatever came in
     return outcomes
 
@@ -165,7 +170,10 @@ def serve(trained: dict, folder: Path, cases: list[Hostile]) -> dict[str, Outcom
                 body = answer.json()
                 if answer.status_code == 200:
                     warning = body.get("warning", "")
-                    outcomes[case.name] = Outcome("genre", body["genre"], body["duration_s"], warning)
+                    not_music = body.get("not_music") or ""
+                    outcomes[case.name] = Outcome(
+                        "genre", body["genre"], body["duration_s"], warning, not_music=not_music
+                    )
                 else:
                     assert answer.status_code in (400, 413, 415), (case.name, answer.status_code, body)
                     outcomes[case.name] = Outcome("error", message=body["error"])

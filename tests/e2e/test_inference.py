@@ -122,10 +122,12 @@ def test_folder_run_writes_rows_keeps_going_after_bad_files_and_resumes(trained,
         "duration_s",
         "error",
         "warning",
+        "not_music",
         "model_sha256",
     ]
     assert len(rows) == 5 and rows[str(library / "corrupt.mp3")]["error"]
     good = [r for r in rows.values() if not r["error"]]
+    assert not any(r["not_music"] for r in good)  # every tune sounds like music
     assert all(r["genre"] == r["path"].split("/")[-2] for r in good if r["path"].split("/")[-2] in GENRES)
     assert all(abs(sum(float(r[g]) for g in GENRES) - 1) < 1e-6 for r in good)
 

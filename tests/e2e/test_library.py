@@ -90,6 +90,7 @@ def test_similar_through_a_saved_faiss_index(trained, library, tmp_path, capsys)
     result = run_cli("similar", "--index", str(table), "--audio_path", str(song), "--top", "3", cwd=work)
     assert result.returncode == 0, result.stderr
     assert sum("/high/" in line for line in result.stdout.splitlines()) == 3
+    assert "nothing in the library is close" not in result.stderr
     assert f"query: {song}" in result.stdout and "  genre: high (predicted)\n" in result.stdout
     # a changed table makes the index stale: it is built anew
     capsys.readouterr()
@@ -97,6 +98,17 @@ def test_similar_through_a_saved_faiss_index(trained, library, tmp_path, capsys)
     os.utime(table)
     assert run_similar(str(table), path=query, top=1)[0][1] == tracks.paths.index(found[0])
     assert "index of 24 tracks built" in capsys.readouterr().out
+
+
+def test_similar_says_when_nothing_in_the_library_is_close(trained, library, real_dataset):
+    """A real recording is unlike every synthetic tune of the library: its best match is farther than the library's
+    tracks are from their own nearest, and `similar` says so (still listing the closest)."""
+    table, work = library["table"], library["work"]
+    clip = real_dataset / "genres_original" / "jazz" / "jazz.00000.wav"
+    result = run_cli("similar", "--index", str(table), "--audio_path", str(clip), "--top", "3", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {clip}: nothing in the library is close (best cosine" in result.stderr
+    assert len([line for line in result.stdout.splitlines() if line.split()[0].isdigit()]) == 3
 
 
 def test_library_commands_refuse_bad_input_in_one_line(trained, library, tmp_path):

@@ -72,7 +72,8 @@ def test_every_format_gets_its_genre(server, client, name, sr, kwargs):
     response = post(client, server, encode(tone(genre, 7, seconds=CLIP_S, sr=sr), sr, **kwargs), name)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"genre", "probabilities", "duration_s"}  # no timeline unless asked
+    assert set(body) == {"genre", "probabilities", "duration_s", "music", "not_music"}  # no timeline unless asked
+    assert body["music"] is True and body["not_music"] is None
     assert body["genre"] == genre and set(body["probabilities"]) == set(GENRES)
     assert abs(sum(body["probabilities"].values()) - 1) < 1e-6 and abs(body["duration_s"] - CLIP_S) < 0.1
 

@@ -1,11 +1,15 @@
-"""Audio the tests write: synthetic separable "genres" (a chord low, mid or high in frequency), as waveforms, as
-the bytes of any format, as a GTZAN-shaped folder, and feature tables shaped like features_30_sec.csv."""
+"""Audio the tests write: synthetic separable "genres" (a tune of chords low, mid or high in frequency), as
+waveforms, as the bytes of any format, as a GTZAN-shaped folder, and feature tables shaped like
+features_30_sec.csv."""
 
 import csv
 import io
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from music_genre_classification.data.audio import MIN_DURATION_S
@@ -13,18 +17,34 @@ from music_genre_classification.data.audio import MIN_DURATION_S
 GENRES = ["low", "mid", "high"]
 SR = 22050
 CLIP_S = MIN_DURATION_S + 2.0  # a short clip that the model still judges
+NEWS = "Good evening. Here is the news. The council approved the budget for the new bus lines today. "
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
 
 def tone(genre: str, seed: int, seconds: float = CLIP_S, sr: int = SR) -> np.ndarray:
-    """A clip whose spectrum tells its genre: a chord low, mid or high in frequency, plus noise."""
+    """A clip whose spectrum tells its genre: a tune of chords low, mid or high in frequency, plus noise. The notes
+    change and fade like a played instrument's, so that it sounds like music to data/music_check.py."""
     rng = np.random.default_rng(seed)
     base = {"low": 110.0, "mid": 700.0, "high": 3000.0}[genre] * rng.uniform(0.9, 1.1)
     t = np.arange(int(seconds * sr)) / sr
-    wave = sum(np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6)) / k for k in (1, 1.5, 2))
+    note_s = rng.uniform(0.5, 0.9)
+    note = (t // note_s).astype(int)
+    # a tune within a fifth of its base, so that the registers of the genres never overlap (even with harmonics)
+    steps = rng.choice([1, 9 / 8, 5 / 4, 4 / 3, 3 / 2], size=note[-1] + 1 if len(t) else 1)
+    phase = 2 * np.pi * np.cumsum(base * steps[note]) / sr
+    fade = 0.1 + 0.9 * np.exp(-(t % note_s) / note_s * 3)
+    wave = fade * sum(np.sin(k * phase + rng.uniform(0, 6)) / k for k in (1, 1.5, 2))
     # the noise is drawn at 22050 Hz whatever `sr`, so that every sample rate sounds the same after resampling
     noise_t = np.arange(int(seconds * SR)) / SR
     noise = np.interp(t, noise_t, rng.standard_normal(noise_t.size))
-    return (0.2 * wave + 0.02 * noise).astype(np.float32)
+    hit = np.exp(-(t % note_s) / 0.03)  # a drum hit (a burst of the noise) on each note
+    return (0.2 * wave + (0.02 + 0.05 * hit) * noise).astype(np.float32)
+
+
+def speech(path: Path, text: str = NEWS * 2) -> Path:
+    """Synthetic speech (espeak-ng) as a WAV file: audio that is not music."""
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(path), text], check=True, capture_output=True)
+    return path
 
 
 def encode(wave: np.ndarray, format: str, subtype: str | None = None, sr: int = SR) -> bytes:
