@@ -36,7 +36,7 @@ def infer_cli(trained, audio, *args, cwd):
     [
         ("a.wav", SR, "high", {}),
         ("a.flac", 44100, "high", {}),
-        ("a.ogg", 22050, "high", {"format": "OGG", "subtype": "VORBIS"}),
+        ("a.ogg", 44100, "high", {"format": "OGG", "subtype": "VORBIS"}),
         ("a.opus", 48000, "low", {"format": "OGG", "subtype": "OPUS"}),  # opus drops the toy clips' noise floor
         ("a.mp3", 44100, "high", {"format": "MP3"}),
     ],
