@@ -143,6 +143,7 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
 
 
 def test(checkpoint: str, overrides: list[str]) -> dict:
+    """Score CHECKPOINT on the test part of its split, or on other data: datamodule.root=/path split=all"""
     quiet_third_parties()
     ckpt = load_checkpoint(checkpoint)
     model = GenreClassifier.from_checkpoint(checkpoint).model  # a damaged checkpoint is one line, before any work

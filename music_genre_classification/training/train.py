@@ -84,6 +84,7 @@ def build_module(cfg: DictConfig, genres: list[str]) -> L.LightningModule:
 
 
 def train(overrides: list[str]) -> dict:
+    """Train a model. Hydra overrides, e.g.: model=baseline trainer.max_epochs=5 datamodule.batch_size=64 trainer=gpu"""
     cfg = compose("train", overrides)
     if cfg.get("members"):  # an ensemble: one training per member (experiment=best)
         from music_genre_classification.training.train_ensemble import train_members
@@ -138,7 +139,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
         return result
     summary = metrics_line(val)
     if validate:  # probabilities that mean what they say: T fitted on val, applied by every consumer
-        result["temperature"] = calibrate(best, datamodule=datamodule)
+        result["temperature"] = calibrate(best, best, datamodule=datamodule)
         summary += f"\ntemperature:     {result['temperature']:.3f} (fitted on val, stored in the checkpoint)"
     pngs = plot_curves(history.rows, run.plots)
     if validate:
