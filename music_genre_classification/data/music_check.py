@@ -71,6 +71,11 @@ def window_evidence(spec: torch.Tensor, top_db: float = 80.0) -> Evidence:
     flatness = float(torch.exp(log_power.mean(0) - torch.logsumexp(log_power, 0) + np.log(db.shape[0])).median())
     shape = db - loudness  # each column relative to its own loudness
     shape = shape.clamp(min=-top_db)
+    # band-limited audio (a telephone recording, an 8 kHz file) leaves its upper bands at the floor: a shape measured
+    # over them would look steadier than the music is, so the shape measures use only the bands that hold sound
+    held = (shape > -top_db + 1).double().mean(1) >= 0.5
+    if int(held.sum()) >= 2:
+        shape, db, power = shape[held], db[held], power[held]
     change = float((shape - shape.median(1, keepdim=True).values).abs().mean(0).median())
     flux = float((shape[:, 1:] - shape[:, :-1]).abs().mean(0).median()) if shape.shape[1] > 1 else 0.0
     spread = float(torch.quantile(loudness, 0.9) - torch.quantile(loudness, 0.1))

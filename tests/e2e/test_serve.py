@@ -60,7 +60,7 @@ def post(client, server, data: bytes, name: str = "clip.wav", query: str = "", f
 FORMATS = [
     ("a.wav", SR, {}),
     ("a.flac", 44100, {}),
-    ("a.ogg", 22050, {"format": "OGG", "subtype": "VORBIS"}),
+    ("a.ogg", 44100, {"format": "OGG", "subtype": "VORBIS"}),  # at 22.05 kHz Vorbis cuts the high register
     ("a.opus", 48000, {"format": "OGG", "subtype": "OPUS"}),
     ("a.mp3", 44100, {"format": "MP3"}),
 ]
@@ -330,7 +330,9 @@ def test_a_stalled_upload_is_answered_408_and_its_connection_freed(server):
     with socket.create_connection((url.hostname, url.port), timeout=60) as conn:
         conn.sendall(head.encode() + b"--b\r\nContent-Disposition: form-data; name=file; filename=a.wav\r\n\r\nRIFF")
         started = time.monotonic()
-        answer = conn.recv(4096).decode(errors="replace")  # the client sends nothing more
+        answer = ""
+        while "stalled" not in answer and (chunk := conn.recv(4096)):  # the client sends nothing more
+            answer += chunk.decode(errors="replace")  # the head and the body may come in two packets
     assert answer.startswith("HTTP/1.1 408") and "stalled" in answer, answer
     assert time.monotonic() - started >= UPLOAD_TIMEOUT_S - 1
     assert server.uploads() == []

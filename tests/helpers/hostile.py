@@ -89,8 +89,10 @@ def write_hostile(folder: Path) -> list[Hostile]:
         add(name, encode(music, "WAV", subtype), "genre", "low", SECONDS)
     for rate in (96000, 44101):  # 44101 Hz: an exact resampling kernel would take 16 GB
         add(f"rate{rate}.wav", encode(tone("low", 2, sr=rate), "WAV", sr=rate), "genre", "low", CLIP_S)
-    rate8000 = encode(tone("low", 2, sr=8000), "WAV", sr=8000)
-    add("rate8000.wav", rate8000, "genre", "", CLIP_S)  # no noise floor: any genre
+    # no noise floor above 4 kHz: any genre; the mid tune, since the low one (110-330 Hz under a 4-kHz band of faint
+    # noise) is too plain to count as music even for a person (real clips at 8 kHz pass: docs/results/non_music.md)
+    rate8000 = encode(tone("mid", 2, sr=8000), "WAV", sr=8000)
+    add("rate8000.wav", rate8000, "genre", "", CLIP_S)
     add("six_channels.flac", encode(np.stack([tone("mid", 3)] * 6, axis=1), "FLAC"), "genre", "mid", CLIP_S)
     add("tail 1.2 s after 30 s.ogg", encode(tone("mid", 4, 31.2), "OGG"), "genre", "", 31.2)
     for name in ("spaces and ünïcode.flac", "-starts-with-dash.wav", "pipe:0.wav", "new\nline.wav"):
