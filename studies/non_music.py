@@ -253,7 +253,8 @@ def run(clips_per_kind: int, output: str | None) -> list[dict]:
             verdicts, evidence = file_verdicts(path, log_mel)
             rows.append({"set": "music (audio)", "part": part, "flag": flagged(verdicts), "clip": clip})
             for name, variant in lossy_variants(path).items():
-                rows.append({"set": name, "part": part, "flag": flagged(file_verdicts(variant, log_mel)[0])})
+                flag = flagged(file_verdicts(variant, log_mel)[0])
+                rows.append({"set": name, "part": part, "flag": flag, "clip": f"{clip} {name[len('music (audio, ') : -1]}"})
                 variant.unlink()
         else:  # the spectral part of the check on the dataset's log-mel spectrograms (no level to read)
             spec = torch.from_numpy(np.load(DATASET / "spectrograms" / f"{clip}.npy").astype(np.float32))
