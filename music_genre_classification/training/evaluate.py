@@ -132,7 +132,7 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
     settings |= {k: None for k in ("top_genres", "min_clips", "sampler") if k in settings}
     ensure_data(settings["root"], data_cfg)
     if checkpoint_kind(ckpt) == "musicnn_probe":  # its own route, the collection's cached embeddings
-        from music_genre_classification.training.train_probe import probe_scores_data
+        from music_genre_classification.training.probe_data import probe_scores_data
 
         datamodule = probe_scores_data(hp, settings, split, None if split else split_table)
         datamodule.setup("test")
