@@ -254,7 +254,8 @@ def run(clips_per_kind: int, output: str | None) -> list[dict]:
             rows.append({"set": "music (audio)", "part": part, "flag": flagged(verdicts), "clip": clip})
             for name, variant in lossy_variants(path).items():
                 flag = flagged(file_verdicts(variant, log_mel)[0])
-                rows.append({"set": name, "part": part, "flag": flag, "clip": f"{clip} {name[len('music (audio, ') : -1]}"})
+                coding = name.removeprefix("music (audio, ").removesuffix(")")
+                rows.append({"set": name, "part": part, "flag": flag, "clip": f"{clip} as {coding}"})
                 variant.unlink()
         else:  # the spectral part of the check on the dataset's log-mel spectrograms (no level to read)
             spec = torch.from_numpy(np.load(DATASET / "spectrograms" / f"{clip}.npy").astype(np.float32))
