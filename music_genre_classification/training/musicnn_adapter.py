@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from music_genre_classification.data.audio import load_audio
 from music_genre_classification.data.spectrogram import LogMel, SpectrogramParams
-from music_genre_classification.data.split import read_artists
+from music_genre_classification.data.split import read_artists, read_list
 from music_genre_classification.models.musicnn import (
     PATCH_FRAMES,
     MusicnnBackbone,
@@ -105,16 +105,20 @@ def load_pair(wav: Path, npy: Path, params: SpectrogramParams, artist: str, fron
     return AdapterPair(clip, wav.parent.name, artist, full, fixed, target, patch_starts(covered))
 
 
-def adapter_pairs(root: str | Path = "data/dataset", artists: str = "GTZANindex.txt") -> list[AdapterPair]:
-    """Every clip of `root`/genres_original with a spectrogram of the same name in `root`/spectrograms."""
+def adapter_pairs(
+    root: str | Path = "data/dataset", artists: str = "GTZANindex.txt", only: str | None = None
+) -> list[AdapterPair]:
+    """Every clip of `root`/genres_original with a spectrogram of the same name in `root`/spectrograms (with `only`, a
+    list of clips such as train_filtered.txt, those of them on the list)."""
+    keep = {clip.removesuffix(".wav") for clip in read_list(only)} if only else None
     root = Path(root)
     params = as_params(SpectrogramParams.from_dataset(root / "spectrograms" / "params.json"))
     by_clip, front_end = read_artists(artists), MusicnnFrontEnd()
     pairs = []
     for wav in sorted((root / "genres_original").glob("*/*.wav")):
         npy = root / "spectrograms" / wav.parent.name / f"{wav.stem}.npy"
-        if npy.is_file():
-            clip = f"{wav.parent.name}/{wav.stem}"
+        clip = f"{wav.parent.name}/{wav.stem}"
+        if npy.is_file() and (keep is None or clip in keep):
             pairs.append(load_pair(wav, npy, params, by_clip.get(clip, clip), front_end))
     if not pairs:
         raise FileNotFoundError(f"{root}: no clip with both audio (genres_original/) and a spectrogram (spectrograms/)")
@@ -221,14 +225,16 @@ def main(
     steps: int = STEPS,
     seed: int = 0,
     threads: int = 2,
+    only: str | None = None,
 ) -> None:
-    """Train the learned adapter on every clip of `root` with audio and a spectrogram and save it to `output`."""
+    """Train the learned adapter on every clip of `root` with audio and a spectrogram (with `only`, a clip list such
+    as train_filtered.txt: those of them on it) and save it to `output`."""
     torch.set_num_threads(threads)
-    pairs = adapter_pairs(root)
+    pairs = adapter_pairs(root, only=only)
     print(f"{len(pairs)} clips with audio and a spectrogram ({sum(p.full for p in pairs)} whole)")
     _, model = train_learned_adapter(pairs, load_musicnn("msd"), mel_steps, steps, seed, log_every=max(steps // 6, 1))
-    meta = {"clips": str(len(pairs)), "mel_steps": str(mel_steps), "steps": str(steps), "seed": str(seed)}
-    save_learned_adapter(model, output, meta)
+    meta = {"clips": str(len(pairs)), "only": only or "", "mel_steps": str(mel_steps), "steps": str(steps)}
+    save_learned_adapter(model, output, meta | {"seed": str(seed)})
     print(f"written to {output}")
 
 
