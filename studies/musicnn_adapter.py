@@ -181,6 +181,43 @@ def probe_comparison(
     )
 
 
+def fold_study(
+    results: Results, folds: int, mel_steps: int, steps: int, seed: int, root: str, max_folds: int | None
+) -> None:
+    pairs, rows, fold_of = run(folds, mel_steps, steps, seed, root, max_folds)
+    header = ["adapter", "clips", "penultimate", "mean-pool", "max-pool", "top tag agrees", "top-5 overlap"]
+    for caption, keep in (
+        ("Held-back clips (out of fold), all", lambda r: True),
+        ("Held-back clips whose audio holds the whole 30 s", lambda r: r["full"]),
+    ):
+        table = []
+        for variant, variant_rows in rows.items():
+            kept = [r for r in variant_rows if keep(r)]
+            table.append([variant, len(kept), *summary(kept)])
+        results.table(f"{caption}: mean centred cosine to the audio's embeddings, MSD tags", header, table)
+        print(caption)
+        for line in table:
+            print("  ", " | ".join(str(c) for c in line))
+    fold_rows = []
+    for fold in sorted({r["fold"] for r in rows["learned"]}):
+        for variant, variant_rows in rows.items():
+            kept = [r for r in variant_rows if r["fold"] == fold]
+            fold_rows.append([fold, variant, len(kept), *summary(kept)])
+    results.table("Per fold (held-back artists)", ["fold", *header], fold_rows)
+    audio_tops: dict[str, int] = {}
+    for pair in pairs:
+        tag = MSD_TAGS[int(torch.sigmoid(pair.audio_outputs["logits"]).mean(0).argmax())]
+        audio_tops[tag] = audio_tops.get(tag, 0) + 1
+    common = ", ".join(f"{tag} {n}" for tag, n in sorted(audio_tops.items(), key=lambda t: -t[1])[:8])
+    print(f"top tags from the audio: {common}")
+    for variant, variant_rows in rows.items():
+        tops = {}
+        for r in variant_rows:
+            tops[r["route_top1"]] = tops.get(r["route_top1"], 0) + 1
+        common = ", ".join(f"{tag} {n}" for tag, n in sorted(tops.items(), key=lambda t: -t[1])[:6])
+        print(f"top tags through {variant}: {common}")
+
+
 def main(
     folds: int = 4,
     mel_steps: int = MEL_STEPS,
@@ -190,43 +227,15 @@ def main(
     max_folds: int | None = None,
     threads: int = 2,
     probe: bool = False,
+    adapter_folds: bool = True,
     output: str | None = None,
 ) -> None:
-    """The fold study; with --probe also the logistic-regression probe through either adapter."""
+    """The adapters' agreement on held-back artists (`--adapter_folds`, on by default); with `--probe` also the
+    logistic-regression probe on the train list's spectrograms through either adapter."""
     torch.set_num_threads(threads)
     with Results(output, "musicnn_adapter") as results:
-        pairs, rows, fold_of = run(folds, mel_steps, steps, seed, root, max_folds)
-        header = ["adapter", "clips", "penultimate", "mean-pool", "max-pool", "top tag agrees", "top-5 overlap"]
-        for caption, keep in (
-            ("Held-back clips (out of fold), all", lambda r: True),
-            ("Held-back clips whose audio holds the whole 30 s", lambda r: r["full"]),
-        ):
-            table = []
-            for variant, variant_rows in rows.items():
-                kept = [r for r in variant_rows if keep(r)]
-                table.append([variant, len(kept), *summary(kept)])
-            results.table(f"{caption}: mean centred cosine to the audio's embeddings, MSD tags", header, table)
-            print(caption)
-            for line in table:
-                print("  ", " | ".join(str(c) for c in line))
-        fold_rows = []
-        for fold in sorted({r["fold"] for r in rows["learned"]}):
-            for variant, variant_rows in rows.items():
-                kept = [r for r in variant_rows if r["fold"] == fold]
-                fold_rows.append([fold, variant, len(kept), *summary(kept)])
-        results.table("Per fold (held-back artists)", ["fold", *header], fold_rows)
-        audio_tops: dict[str, int] = {}
-        for pair in pairs:
-            tag = MSD_TAGS[int(torch.sigmoid(pair.audio_outputs["logits"]).mean(0).argmax())]
-            audio_tops[tag] = audio_tops.get(tag, 0) + 1
-        common = ", ".join(f"{tag} {n}" for tag, n in sorted(audio_tops.items(), key=lambda t: -t[1])[:8])
-        print(f"top tags from the audio: {common}")
-        for variant, variant_rows in rows.items():
-            tops = {}
-            for r in variant_rows:
-                tops[r["route_top1"]] = tops.get(r["route_top1"], 0) + 1
-            common = ", ".join(f"{tag} {n}" for tag, n in sorted(tops.items(), key=lambda t: -t[1])[:6])
-            print(f"top tags through {variant}: {common}")
+        if adapter_folds:
+            fold_study(results, folds, mel_steps, steps, seed, root, max_folds)
         if probe:
             probe_comparison(results, root, folds, mel_steps, steps, seed)
 
