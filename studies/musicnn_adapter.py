@@ -53,7 +53,20 @@ def agreement(route: dict[str, torch.Tensor], audio: dict[str, torch.Tensor], ce
     row["top1"] = float(top_route[0] == top_audio[0])
     row["top5"] = len(set(top_route) & set(top_audio)) / 5
     row["route_top1"] = MSD_TAGS[top_route[0]]
+    row["route"], row["audio"] = route, audio  # for the cosines centred on each route's own mean
     return row
+
+
+def own_centre_cosines(rows: list[dict]) -> list[str]:
+    """The mean cosine when each route is centred on its own mean over these clips: how well the clip-to-clip
+    differences survive, whatever constant shift the route adds (a standardising probe ignores that shift)."""
+    cells = []
+    for name in OUTPUTS:
+        route = torch.stack([r["route"][name] for r in rows])
+        audio = torch.stack([r["audio"][name] for r in rows])
+        cosines = torch.nn.functional.cosine_similarity(route - route.mean(0), audio - audio.mean(0), dim=-1)
+        cells.append(f"{float(cosines.mean()):.3f}")
+    return cells
 
 
 def summary(rows: list[dict]) -> list[str]:
@@ -194,8 +207,23 @@ def fold_study(
         for variant, variant_rows in rows.items():
             kept = [r for r in variant_rows if keep(r)]
             table.append([variant, len(kept), *summary(kept)])
-        results.table(f"{caption}: mean centred cosine to the audio's embeddings, MSD tags", header, table)
-        print(caption)
+        results.table(
+            f"{caption}: mean cosine to the audio's embeddings, both centred on the mean audio embedding of the "
+            "99 clips; MSD tags",
+            header,
+            table,
+        )
+        own = [
+            [variant, len(kept), *own_centre_cosines(kept)]
+            for variant, kept in ((v, [r for r in vr if keep(r)]) for v, vr in rows.items())
+        ]
+        results.table(
+            f"{caption}: mean cosine to the audio's embeddings, each route centred on its own mean over these clips",
+            header[:5],
+            own,
+        )
+        table = [line + own_line[2:] for line, own_line in zip(table, own)]
+        print(caption, "(then the cosines centred on each route's own mean)")
         for line in table:
             print("  ", " | ".join(str(c) for c in line))
     fold_rows = []
