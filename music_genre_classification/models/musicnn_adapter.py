@@ -9,7 +9,7 @@ to the other with fixed steps:
 1. [0, 1] back to dB below the clip's peak, taking the clip's range as the full top_db (80 dB; most clips reach the
    floor, and the range of the others is not stored);
 2. dB to mel power at a fixed absolute level (REFERENCE_DB for the clip's loudest mel band: a clip's real level is
-   not stored either; the constant is the median of GTZAN clips with audio, see docs/musicnn.md);
+   not stored either; the constant matches the median GTZAN clip with audio, see docs/musicnn.md);
 3. the 128-band mel power back to a linear power spectrum by the pseudo-inverse of the mel bank (minimum-norm, negative
    power clipped to 0), its frequency axis resampled to the 16 kHz STFT's bins (power per Hz kept), musicnn's 96-band
    mel bank, its log;
@@ -35,9 +35,11 @@ from torch import nn
 from music_genre_classification.data.spectrogram import SpectrogramParams
 from music_genre_classification.models.musicnn import HOP_LENGTH, LOG_GAIN, N_FFT, N_MELS, SAMPLE_RATE, WEIGHTS_DIR
 
-# dB (10 log10 of librosa-scaled mel power, n_fft 2048 at 22.05 kHz) of a clip's loudest mel band in one frame: the
-# median over the 19 full-length GTZAN clips of the train list that have audio (docs/musicnn.md)
-REFERENCE_DB = 30.0
+# The level given to a clip's loudest mel band (0 dB of the stored spectrogram), in dB of mel power as the adapter
+# computes it: the value at which the adapter's mean mel power equals that of musicnn's own front end on the real audio,
+# for the median of the 18 full-length train-list clips that have audio (their own levels spread over 12 dB;
+# docs/musicnn.md). It folds in the change of STFT, window and mel bank as well as the clip's unknown level.
+REFERENCE_DB = 19.5
 FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH  # musicnn's 62.5
 
 
