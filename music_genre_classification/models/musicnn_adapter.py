@@ -132,9 +132,10 @@ class LearnedAdapter(nn.Module):
     log10(1 + 10000 x) is.
     """
 
-    def __init__(self, hidden: int = 64, kernel: int = 9) -> None:
+    def __init__(self, hidden: int = 64, kernel: int = 9, reference_db: float = REFERENCE_DB) -> None:
         super().__init__()
         self.hidden, self.kernel = hidden, kernel
+        self.reference_db = reference_db  # the fixed adapter's level it corrects (it was trained at)
         pad = kernel // 2
         self.local = nn.Sequential(
             nn.Conv1d(N_MELS, hidden, kernel, padding=pad),
@@ -158,7 +159,7 @@ class LearnedAdapter(nn.Module):
 
     def adapt(self, spectrogram: np.ndarray | torch.Tensor, params: dict | SpectrogramParams) -> np.ndarray:
         """A stored log-mel spectrogram [n_mels, columns] in [0, 1] -> musicnn's log-mel [frames, 96] (float32)."""
-        fixed = torch.from_numpy(spectrogram_to_musicnn_mel(spectrogram, params, REFERENCE_DB))
+        fixed = torch.from_numpy(spectrogram_to_musicnn_mel(spectrogram, params, self.reference_db))
         with torch.inference_mode():
             return self(fixed).numpy()
 
@@ -174,13 +175,15 @@ def load_learned_adapter(path: str | Path | None = None) -> LearnedAdapter:
         )
     with safe_open(str(file), framework="pt") as f:
         meta = f.metadata() or {}
-    model = LearnedAdapter(int(meta.get("hidden", 64)), int(meta.get("kernel", 9)))
+    model = LearnedAdapter(
+        int(meta.get("hidden", 64)), int(meta.get("kernel", 9)), float(meta.get("reference_db", REFERENCE_DB))
+    )
     model.load_state_dict(load_file(str(file)), strict=True)
     return model.eval()
 
 
 def save_learned_adapter(model: LearnedAdapter, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    meta = {"hidden": str(model.hidden), "kernel": str(model.kernel), "reference_db": str(REFERENCE_DB)}
+    meta = {"hidden": str(model.hidden), "kernel": str(model.kernel), "reference_db": str(model.reference_db)}
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path), meta | (metadata or {}))
 
 
@@ -188,11 +191,10 @@ def spectrogram_adapter(
     name: str = "fixed", reference_db: float = REFERENCE_DB
 ) -> Callable[[np.ndarray | torch.Tensor, dict | SpectrogramParams], np.ndarray]:
     """The spectrogram adapter called `name` ("fixed" or "learned"): a function (spectrogram, params) -> musicnn's
-    log-mel [frames, 96]. The learned one was trained on the fixed one's output at REFERENCE_DB."""
+    log-mel [frames, 96]. `reference_db` sets the fixed one's level; the learned one corrects the fixed one at the
+    level it was trained at (stored with it), whatever `reference_db` says: it learns each clip's level itself."""
     if name == "fixed":
         return lambda spectrogram, params: spectrogram_to_musicnn_mel(spectrogram, params, reference_db)
     if name == "learned":
-        if reference_db != REFERENCE_DB:
-            raise ValueError(f"the learned adapter works on the fixed one at reference_db={REFERENCE_DB}")
         return load_learned_adapter().adapt
     raise ValueError(f"unknown spectrogram adapter {name!r}: choose one of {', '.join(ADAPTERS)}")
