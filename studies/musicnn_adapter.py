@@ -21,7 +21,7 @@ import torch
 
 from music_genre_classification.data.split import folds_of, read_artists, read_list
 from music_genre_classification.models.musicnn import MSD_TAGS, load_musicnn
-from music_genre_classification.models.musicnn_adapter import spectrogram_to_musicnn_mel
+from music_genre_classification.models.musicnn_adapter import save_learned_adapter, spectrogram_to_musicnn_mel
 from music_genre_classification.training.musicnn_adapter import (
     MEL_STEPS,
     OUTPUTS,
@@ -137,6 +137,7 @@ def probe_comparison(
     steps: int = STEPS,
     seed: int = 0,
     max_patches: int = 3,
+    save_adapter: str | None = None,
 ) -> None:
     """A logistic regression on the pooled MSD embeddings of the train list's spectrograms, through the fixed and
     through a learned adapter trained on the train list's clips with audio only; artist-disjoint folds of the train
@@ -151,6 +152,9 @@ def probe_comparison(
     adapter_clips = adapter_pairs(root, only="train_filtered.txt")
     _, adapter = train_learned_adapter(adapter_clips, backbone, mel_steps, steps, seed)
     seen = {p.clip for p in adapter_clips}
+    if save_adapter:
+        meta = {"clips": str(len(seen)), "only": "train_filtered.txt", "mel_steps": str(mel_steps), "steps": str(steps)}
+        save_learned_adapter(adapter, save_adapter, meta | {"seed": str(seed)})
     print(f"probe: adapter trained on the {len(seen)} train-list clips with audio in {time.time() - start:.0f} s")
     params = json.loads((root_path / "spectrograms" / "params.json").read_text())
     clips = [c.removesuffix(".wav") for c in read_list("train_filtered.txt")]
@@ -256,16 +260,18 @@ def main(
     threads: int = 2,
     probe: bool = False,
     adapter_folds: bool = True,
+    save_adapter: str | None = None,
     output: str | None = None,
 ) -> None:
     """The adapters' agreement on held-back artists (`--adapter_folds`, on by default); with `--probe` also the
-    logistic-regression probe on the train list's spectrograms through either adapter."""
+    logistic-regression probe on the train list's spectrograms through either adapter (`--save_adapter PATH`
+    keeps the adapter it trains on the train list's clips alone)."""
     torch.set_num_threads(threads)
     with Results(output, "musicnn_adapter") as results:
         if adapter_folds:
             fold_study(results, folds, mel_steps, steps, seed, root, max_folds)
         if probe:
-            probe_comparison(results, root, folds, mel_steps, steps, seed)
+            probe_comparison(results, root, folds, mel_steps, steps, seed, save_adapter=save_adapter)
 
 
 if __name__ == "__main__":
