@@ -95,6 +95,10 @@ def train(overrides: list[str]) -> dict:
 def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: str | None = None) -> dict:
     """One training run of a composed train config; `tune` passes its pruning callback and a child MLflow run."""
     quiet_third_parties()
+    if cfg.model.get("kind") == "musicnn_probe":  # the frozen musicnn backbone and a scikit-learn head
+        from music_genre_classification.training.train_probe import train_probe
+
+        return train_probe(cfg, Run(cfg, mlflow_run_id))
     features = is_features_run(cfg)
     run = Run(cfg, mlflow_run_id)
     if features:
