@@ -20,15 +20,20 @@ the fine time structure does not (a column every 78 ms against musicnn's 16 ms),
 embeddings from the adapted spectrogram are far from those of the real audio (docs/musicnn.md has the figures).
 """
 
+from collections.abc import Callable
 from dataclasses import fields
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 from music_genre_classification.data.spectrogram import SpectrogramParams
-from music_genre_classification.models.musicnn import HOP_LENGTH, LOG_GAIN, N_FFT, N_MELS, SAMPLE_RATE
+from music_genre_classification.models.musicnn import HOP_LENGTH, LOG_GAIN, N_FFT, N_MELS, SAMPLE_RATE, WEIGHTS_DIR
 
 # The level given to a clip's loudest mel band (0 dB of the stored spectrogram), in dB of mel power as the adapter
 # computes it: the value at which the adapter's mean mel power equals that of musicnn's own front end on the real audio,
@@ -107,3 +112,89 @@ def spectrogram_to_musicnn_mel(
     frame_seconds = np.arange(int(duration * FRAMES_PER_SECOND) + 1) / FRAMES_PER_SECOND
     out = np.stack([np.interp(frame_seconds, seconds, band) for band in log_mel], axis=1)
     return out.astype(np.float32)
+
+
+# The learned adapter: a small network on top of the fixed one, trained on the GTZAN clips that have both audio and a
+# stored spectrogram so that musicnn's embeddings from the spectrogram come closer to those from the audio
+# (training/musicnn_adapter.py trains it; docs/results/musicnn_adapter.md has what it buys on held-back artists).
+
+LEARNED_ADAPTER_PATH = WEIGHTS_DIR / "musicnn_adapter_msd.safetensors"
+ADAPTERS = ("fixed", "learned")  # the spectrogram adapters by name: `spectrogram_adapter(name)`
+
+
+class LearnedAdapter(nn.Module):
+    """The fixed adapter's log-mel (batch, frames, 96) -> a corrected one of the same shape.
+
+    Two residual corrections, zero at initialisation (so an untrained one is the fixed adapter): a per-clip offset
+    per band from the clip's mean and spread per band (the clip's level and noise floor are not stored, but its
+    spectrum hints at them), and a local one from a few convolutions over time with the bands as channels (the
+    texture that linear interpolation between columns 78 ms apart smooths away). The output is kept >= 0, as
+    log10(1 + 10000 x) is.
+    """
+
+    def __init__(self, hidden: int = 64, kernel: int = 9, reference_db: float = REFERENCE_DB) -> None:
+        super().__init__()
+        self.hidden, self.kernel = hidden, kernel
+        self.reference_db = reference_db  # the fixed adapter's level it corrects (it was trained at)
+        pad = kernel // 2
+        self.local = nn.Sequential(
+            nn.Conv1d(N_MELS, hidden, kernel, padding=pad),
+            nn.GELU(),
+            nn.Conv1d(hidden, hidden, kernel, padding=2 * pad, dilation=2),
+            nn.GELU(),
+            nn.Conv1d(hidden, N_MELS, 1),
+        )
+        self.level = nn.Sequential(nn.Linear(2 * N_MELS, hidden), nn.GELU(), nn.Linear(hidden, N_MELS))
+        for last in (self.local[-1], self.level[-1]):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """(frames, 96) or (batch, frames, 96) -> the same shape; each item is one whole clip (its statistics set
+        the level correction)."""
+        x = (mel.unsqueeze(0) if mel.dim() == 2 else mel).transpose(1, 2)  # (batch, 96, frames)
+        stats = torch.cat([x.mean(2), x.std(2)], dim=1)
+        out = (x + self.local(x) + self.level(stats).unsqueeze(2)).clamp(min=0.0).transpose(1, 2)
+        return out.squeeze(0) if mel.dim() == 2 else out
+
+    def adapt(self, spectrogram: np.ndarray | torch.Tensor, params: dict | SpectrogramParams) -> np.ndarray:
+        """A stored log-mel spectrogram [n_mels, columns] in [0, 1] -> musicnn's log-mel [frames, 96] (float32)."""
+        fixed = torch.from_numpy(spectrogram_to_musicnn_mel(spectrogram, params, self.reference_db))
+        with torch.inference_mode():
+            return self(fixed).numpy()
+
+
+def load_learned_adapter(path: str | Path | None = None) -> LearnedAdapter:
+    """The learned adapter (trained on GTZAN's clips with audio, for the MSD backbone) in eval mode; loading reads
+    tensors only (safetensors), never code."""
+    file = Path(path) if path is not None else LEARNED_ADAPTER_PATH
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{file}: learned adapter missing; train it with "
+            "python -m music_genre_classification.training.musicnn_adapter"
+        )
+    with safe_open(str(file), framework="pt") as f:
+        meta = f.metadata() or {}
+    model = LearnedAdapter(
+        int(meta.get("hidden", 64)), int(meta.get("kernel", 9)), float(meta.get("reference_db", REFERENCE_DB))
+    )
+    model.load_state_dict(load_file(str(file)), strict=True)
+    return model.eval()
+
+
+def save_learned_adapter(model: LearnedAdapter, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    meta = {"hidden": str(model.hidden), "kernel": str(model.kernel), "reference_db": str(model.reference_db)}
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path), meta | (metadata or {}))
+
+
+def spectrogram_adapter(
+    name: str = "fixed", reference_db: float = REFERENCE_DB
+) -> Callable[[np.ndarray | torch.Tensor, dict | SpectrogramParams], np.ndarray]:
+    """The spectrogram adapter called `name` ("fixed" or "learned"): a function (spectrogram, params) -> musicnn's
+    log-mel [frames, 96]. `reference_db` sets the fixed one's level; the learned one corrects the fixed one at the
+    level it was trained at (stored with it), whatever `reference_db` says: it learns each clip's level itself."""
+    if name == "fixed":
+        return lambda spectrogram, params: spectrogram_to_musicnn_mel(spectrogram, params, reference_db)
+    if name == "learned":
+        return load_learned_adapter().adapt
+    raise ValueError(f"unknown spectrogram adapter {name!r}: choose one of {', '.join(ADAPTERS)}")
