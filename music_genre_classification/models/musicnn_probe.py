@@ -30,7 +30,7 @@ from music_genre_classification.models.musicnn import (
     load_musicnn,
     resample_for_musicnn,
 )
-from music_genre_classification.models.musicnn_adapter import REFERENCE_DB, spectrogram_to_musicnn_mel
+from music_genre_classification.models.musicnn_adapter import ADAPTERS, REFERENCE_DB, spectrogram_adapter
 
 ROUTES = ("spectrogram", "audio")
 POOLED = ("penultimate", "mean_pool", "max_pool")  # what the backbone gives per window (all kept in the cache)
@@ -73,6 +73,7 @@ class MusicnnEmbedder:
         spectrogram: SpectrogramParams | None = None,
         max_patches: int | None = None,
         reference_db: float = REFERENCE_DB,
+        adapter: str = "fixed",
     ):
         if route not in ROUTES:
             raise UserError(f"musicnn route must be one of {', '.join(ROUTES)}, not {route!r}")
@@ -80,7 +81,9 @@ class MusicnnEmbedder:
             raise UserError(f"musicnn backbone must be one of {', '.join(TAGS)}, not {backbone!r}")
         self.route, self.backbone, self.max_patches = route, backbone, max_patches
         self.spectrogram, self.reference_db = spectrogram or SpectrogramParams(), float(reference_db)
-        self._front_end = None
+        if adapter not in ADAPTERS:
+            raise UserError(f"musicnn spectrogram adapter must be one of {', '.join(ADAPTERS)}, not {adapter!r}")
+        self.adapter, self._front_end, self._adapt = adapter, None, None
 
     @property
     def front_end(self):
@@ -95,13 +98,16 @@ class MusicnnEmbedder:
             "backbone": self.backbone,
             "max_patches": self.max_patches,
             "reference_db": self.reference_db,
+            "adapter": self.adapter,
             "spectrogram": self.spectrogram.to_dict(),
         }
 
     def mel(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """A window's input (its stored-style log-mel, or musicnn's log-mel of its audio) -> musicnn's log-mel."""
         if self.route == "spectrogram":
-            return torch.from_numpy(spectrogram_to_musicnn_mel(x, self.spectrogram, self.reference_db))
+            if self._adapt is None:
+                self._adapt = spectrogram_adapter(self.adapter, self.reference_db)
+            return torch.as_tensor(self._adapt(x, self.spectrogram), dtype=torch.float32)
         return torch.as_tensor(x, dtype=torch.float32)
 
     @torch.inference_mode()
@@ -143,6 +149,7 @@ class MusicnnProbePredictor:
             spectrogram_params(hp["spectrogram"]),
             None if max_patches is None else positive_int(max_patches, "max_patches", 1000),
             hp.get("reference_db", REFERENCE_DB) if _number(hp.get("reference_db", REFERENCE_DB)) else REFERENCE_DB,
+            hp.get("adapter", "fixed") if isinstance(hp.get("adapter", "fixed"), str) else repr(hp["adapter"]),
         )
         if not isinstance(ckpt["pipeline"], bytes):
             raise UserError("its stored model is not bytes")

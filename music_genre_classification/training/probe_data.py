@@ -200,7 +200,12 @@ class _torch_threads:
 def probe_scores_data(hp: dict, settings: dict, split, split_table) -> ProbeData:
     """The ProbeData that `test` and `calibrate` score a probe checkpoint on (its own route and cached embeddings)."""
     embedder = MusicnnEmbedder(
-        hp["route"], hp["backbone"], spectrogram_params(hp["spectrogram"]), hp.get("max_patches"), hp["reference_db"]
+        hp["route"],
+        hp["backbone"],
+        spectrogram_params(hp["spectrogram"]),
+        hp.get("max_patches"),
+        hp["reference_db"],
+        hp.get("adapter", "fixed"),
     )
     cache_dir = ((hp.get("run_config") or {}).get("model") or {}).get("cache_dir")
     return ProbeData(**settings, embedder=embedder, split=split, split_table=split_table, embedding_cache=cache_dir)

@@ -76,6 +76,7 @@ def embedder_from(cfg: DictConfig) -> MusicnnEmbedder:
         SpectrogramParams(**to_dict(cfg.datamodule.spectrogram)),
         cfg.model.get("max_patches"),
         float(cfg.model.reference_db),
+        str(cfg.model.get("adapter", "fixed")),
     )
 
 

@@ -57,3 +57,19 @@ def test_adapters_are_chosen_by_name():
         spectrogram_adapter("inverse")
     with pytest.raises(FileNotFoundError, match="learned adapter missing"):
         load_learned_adapter("/nonexistent/adapter.safetensors")
+
+
+def test_the_probe_embeds_through_the_adapter_its_config_names(stored):
+    from music_genre_classification.config import UserError
+    from music_genre_classification.models.musicnn_probe import MusicnnEmbedder
+
+    spectrogram, _ = stored
+    fixed, learned = (MusicnnEmbedder("spectrogram", max_patches=1, adapter=name) for name in ADAPTERS)
+    assert learned.settings()["adapter"] == "learned"  # in the checkpoint and the embedding cache's key
+    (a,), (b,) = (
+        fixed.embeddings([spectrogram.astype(np.float32)]),
+        learned.embeddings([spectrogram.astype(np.float32)]),
+    )
+    assert not np.allclose(a.vectors["mean_pool"], b.vectors["mean_pool"])
+    with pytest.raises(UserError, match="adapter must be one of fixed, learned"):
+        MusicnnEmbedder("spectrogram", adapter="inverse")
