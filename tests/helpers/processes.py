@@ -52,10 +52,11 @@ def run_in_process(*args: object, cwd: Path, env: dict | None = None, capfd=None
     `capfd`, else at sys.stdout and sys.stderr. An exception that escapes main() is what Python prints for it: a
     traceback on stderr, exit code 1."""
     import pytest
+    import torch
 
     from music_genre_classification import commands, config
 
-    environment = dict(os.environ)
+    environment, threads = dict(os.environ), torch.get_num_threads()
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch:
         # main() moves the process's descriptor 2 to a pipe that drops the MP3 decoder's notes: not in pytest's process
@@ -83,7 +84,8 @@ def run_in_process(*args: object, cwd: Path, env: dict | None = None, capfd=None
         sys.stderr.flush()
         stdout, stderr = capfd.readouterr() if capfd is not None else (out.getvalue(), err.getvalue())
     os.environ.clear()
-    os.environ.update(environment)  # what a command set for its process alone (e.g. MLflow's log level)
+    os.environ.update(environment)  # what a command set for its process alone (MLflow's log level, its threads)
+    torch.set_num_threads(threads)
     return subprocess.CompletedProcess([str(a) for a in args], code, stdout, stderr)
 
 
