@@ -29,6 +29,11 @@ def project_path(relative: str) -> str:
     return str(base / relative) if base else relative
 
 
+def latest_model() -> str:
+    """The model the latest `train` pointed outputs/model_full.ckpt to: `serve` and `bot` without --model_path."""
+    return str(Path(project_path("outputs")) / "model_full.ckpt")
+
+
 def artifact_location(tracking_uri: str, output_dir: str | Path) -> str | None:
     """Where a local MLflow store (sqlite, a folder) keeps runs' files: <output_dir>/mlruns, never the current
     directory; None for a tracking server, which keeps them itself."""

@@ -198,6 +198,18 @@ def music_clips() -> list[tuple[str, str, Path | None]]:
     return [(clip, artists.get(clip, clip), path) for clip, path in sorted(clips.items())]
 
 
+def lossy_variants(path: Path) -> dict[str, Path]:
+    """The clip as an MP3 and as telephone-quality 8-kHz audio (temporary files beside nothing of the dataset)."""
+    wave, rate = sf.read(path, dtype="float32")
+    variants = {}
+    for name, suffix, out_rate in (("music (audio, MP3)", ".mp3", rate), ("music (audio, 8 kHz)", ".wav", 8000)):
+        out = Path(tempfile.mkstemp(suffix=suffix, prefix="non-music-")[1])
+        resampled = scipy.signal.resample_poly(wave, out_rate, rate, axis=0) if out_rate != rate else wave
+        sf.write(out, resampled, out_rate, format="MP3" if suffix == ".mp3" else "WAV")
+        variants[name] = out
+    return variants
+
+
 def file_verdicts(path: Path, log_mel: LogMel) -> tuple[list[str | None], list]:
     """Per window of a file: the check's verdict (None: may be music) and its evidence (None when silent)."""
     verdicts, evidence = [], []
@@ -237,9 +249,14 @@ def run(clips_per_kind: int, output: str | None) -> list[dict]:
     parts = artist_parts(clips)
     for clip, artist, path in clips:
         part = parts[artist]
-        if path is not None:  # the real audio, the whole way
+        if path is not None:  # the real audio, the whole way, as it is and as users' files often are
             verdicts, evidence = file_verdicts(path, log_mel)
             rows.append({"set": "music (audio)", "part": part, "flag": flagged(verdicts), "clip": clip})
+            for name, variant in lossy_variants(path).items():
+                flag = flagged(file_verdicts(variant, log_mel)[0])
+                coding = name.removeprefix("music (audio, ").removesuffix(")")
+                rows.append({"set": name, "part": part, "flag": flag, "clip": f"{clip} as {coding}"})
+                variant.unlink()
         else:  # the spectral part of the check on the dataset's log-mel spectrograms (no level to read)
             spec = torch.from_numpy(np.load(DATASET / "spectrograms" / f"{clip}.npy").astype(np.float32))
             evidence = [music_check.window_evidence(spec)]

@@ -113,8 +113,15 @@ def collect(root: str | Path, genres, top_genres: int | None = None, min_clips: 
     return clips, list(genres)
 
 
-def fma_manifest(tracks_csv: str | Path, audio_dir: str | Path, output_path: str | Path, subset: str | None) -> int:
-    """A manifest of FMA (tracks.csv + fma_<size>/<id[:3]>/<id>.mp3): top genre, FMA's split, artist name.
+def fma_manifest(
+    tracks_csv: str | Path, audio_dir: str | Path, output_path: str | Path, subset: str | None = None
+) -> int:
+    """A manifest (path,genre,split,artist) of the Free Music Archive, to train on.
+
+    From its tracks.csv (fma_metadata) and an audio folder such as fma_small; train on it with
+    datamodule.root=<manifest> datamodule.genres=auto split=manifest.
+
+    Per track of tracks.csv + fma_<size>/<id[:3]>/<id>.mp3: top genre, FMA's split, artist name.
 
     Tracks without a top genre or whose mp3 is not in `audio_dir` are left out; `subset` (small, medium, large)
     keeps that subset's tracks. Returns the number of tracks written.

@@ -25,8 +25,12 @@ from music_genre_classification.data.spectrogram import SpectrogramParams, check
 MIN_FEATURE_S = 3.0
 
 
-def run_features(audio_path: str, output_path: str | None, segment_s: float | None = None) -> bool:
-    """Write one row per file (or per chunk of segment_s) to a .csv/.jsonl table; True when some file failed.
+def run_features(audio_path: str, output_path: str | None = None, segment_s: float | None = None) -> bool:
+    """The 57 GTZAN features of a file, or of every audio file below a folder, as a table like features_30_sec.csv.
+
+    --output_path .csv/.jsonl (resumable); --segment_s 3: one row per 3-s chunk, as features_3_sec.csv.
+
+    One row per file (or per chunk of segment_s); True when some file failed.
 
     A rerun with the same output skips the files already there; failed files are reported and tried again next time.
     """

@@ -26,6 +26,7 @@ from music_genre_classification.models.checkpoint import checkpoint_problem, loa
 from music_genre_classification.models.predictors import judged_track_outputs, predictor
 from music_genre_classification.models.tags import NO_SPECTROGRAM_TAGS, audio_tags
 
+SPECTROGRAMS_NEED = "spectrograms need a CNN or a musicnn probe of the spectrogram route; this model reads audio"
 SPECTROGRAM_SLACK = 1e-3  # float16 rounding of values stored in [0, 1]
 FLAT_SPECTROGRAM = 0.05  # a per-clip min-max normalised log-mel spans [0, 1]; all of one level is silence
 # start_s, end_s, the model's input for one window of a track (None: skipped), verdict (None: it may be music; else
@@ -73,7 +74,7 @@ class Prediction:
 
 class GenreClassifier:
     def __init__(self, model):
-        """`model`: a predictor from models/predictors.py (CNN, features model or ensemble)."""
+        """`model`: a predictor from models/predictors.py (CNN, features model, musicnn probe or ensemble)."""
         self.model, self.genres = model, list(model.genres)
         self.front_end = model.front_end
 
@@ -116,7 +117,7 @@ class GenreClassifier:
     def check_spectrograms(self, params_json: Path) -> None:
         """A folder of precomputed spectrograms (.npy + params.json) is fit for this model, or a UserError."""
         if not isinstance(self.front_end, LogMel):
-            raise UserError(f"{params_json.parent}: spectrograms need a CNN checkpoint; this model reads audio")
+            raise UserError(f"{params_json.parent}: {SPECTROGRAMS_NEED}")
         try:
             found = SpectrogramParams.from_dataset(params_json)
         except (ValueError, KeyError, TypeError) as err:
@@ -129,7 +130,7 @@ class GenreClassifier:
         audio is: its shape, type and size read from the header (memory-mapped) before any of it is loaded, then
         values in the [0, 1] of a min-max normalised log-mel, no NaN, long enough and not flat (silence)."""
         if not isinstance(self.front_end, LogMel):
-            raise AudioError(f"{path}: spectrograms need a CNN checkpoint; this model reads audio")
+            raise AudioError(f"{path}: {SPECTROGRAMS_NEED}")
         try:
             mapped = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as err:

@@ -201,16 +201,21 @@ class MusicnnBackbone(nn.Module):
         self, waveform: torch.Tensor, max_patches: int | None = None, sample_rate: int = SAMPLE_RATE
     ) -> torch.Tensor:
         """A clip's mono waveform (samples,) -> its log-mel patches (patches, 187, 96)."""
-        mel = self.frontend(resample_for_musicnn(waveform, sample_rate))
-        if mel.shape[0] < PATCH_FRAMES:  # log10(1 + 0) = 0: silence fills a short clip's only patch
-            mel = F.pad(mel, (0, 0, 0, PATCH_FRAMES - mel.shape[0]))
-        return torch.stack([mel[s : s + PATCH_FRAMES] for s in patch_starts(mel.shape[0], max_patches)])
+        return mel_patches(self.frontend(resample_for_musicnn(waveform, sample_rate)), max_patches)
 
     def forward(
         self, waveform: torch.Tensor, max_patches: int | None = None, sample_rate: int = SAMPLE_RATE
     ) -> MusicnnOutput:
         """One clip's mono waveform (samples,) at `sample_rate` -> its outputs; `max_patches` spread evenly."""
-        patches = self.patches(waveform, max_patches, sample_rate)
+        return self.from_patches(self.patches(waveform, max_patches, sample_rate))
+
+    def from_mel(self, mel: torch.Tensor, max_patches: int | None = None) -> MusicnnOutput:
+        """One clip's musicnn log-mel (frames, 96) at 62.5 frames/s, made some other way than from its audio (the
+        spectrogram adapter, models/musicnn_adapter.py) -> its outputs, as `forward` gives them for audio."""
+        return self.from_patches(mel_patches(torch.as_tensor(mel, dtype=torch.float32), max_patches))
+
+    def from_patches(self, patches: torch.Tensor) -> MusicnnOutput:
+        """Log-mel patches (patches, 187, 96) of one clip -> its outputs per patch and pooled over the clip."""
         if self.training:  # batch norm's statistics come from the whole batch
             out = self.network(patches)
         else:  # a few patches at a time: the timbral maps of many stay out of the CPU's caches, ~2x slower per patch
@@ -226,6 +231,13 @@ class MusicnnBackbone(nn.Module):
             max_pool=out["max_pool"].amax(0),
             mean_pool=out["mean_pool"].mean(0),
         )
+
+
+def mel_patches(mel: torch.Tensor, max_patches: int | None = None) -> torch.Tensor:
+    """A clip's musicnn log-mel (frames, 96) -> its 3-s patches (patches, 187, 96)."""
+    if mel.shape[0] < PATCH_FRAMES:  # log10(1 + 0) = 0: silence fills a short clip's only patch
+        mel = F.pad(mel, (0, 0, 0, PATCH_FRAMES - mel.shape[0]))
+    return torch.stack([mel[s : s + PATCH_FRAMES] for s in patch_starts(mel.shape[0], max_patches)])
 
 
 def load_musicnn(dataset: str = "msd", path: str | Path | None = None) -> MusicnnBackbone:

@@ -5,6 +5,8 @@ sample rate) into the model's input, `probabilities(inputs)` -> [len(inputs), ge
 probabilities and an embedding per input [len(inputs), dim] (what `embed`, `map` and `similar` compare). Kinds:
 - cnn: log-mel spectrogram -> the CNN, softmax averaged over the crops covering the window (a Lightning checkpoint);
 - features: the 57 features (one row, or one per chunk) -> a scikit-learn pipeline, averaged over the chunks;
+- musicnn_probe: a window's log-mel (through the fixed adapter) or musicnn log-mel of its audio, as its route says
+  -> the frozen musicnn backbone's pooled embedding -> a scikit-learn head (models/musicnn_probe.py);
 - ensemble: a weighted average of its members' probabilities, each member fed by its own front end.
 Every kind applies the temperature its checkpoint holds (hyper_parameters.temperature, fitted on val; see
 calibration.py) to its clip probabilities; an ensemble's members keep theirs and the blend may have its own.
@@ -27,7 +29,8 @@ from music_genre_classification.models.allowlist import (
 from music_genre_classification.models.calibration import temperature_scaled
 from music_genre_classification.models.networks import clip_outputs, clip_probabilities, for_inference
 
-KIND_KEYS = {"cnn": "state_dict", "features": "pipeline", "ensemble": "members"}  # what each kind must hold
+# what each kind must hold
+KIND_KEYS = {"cnn": "state_dict", "features": "pipeline", "musicnn_probe": "pipeline", "ensemble": "members"}
 
 
 def one_thread():
@@ -39,7 +42,8 @@ def one_thread():
 
 
 def checkpoint_kind(ckpt: dict) -> str | None:
-    """cnn, features or ensemble for a checkpoint of this project (older CNN checkpoints name no kind), else None."""
+    """cnn, features, musicnn_probe or ensemble for a checkpoint of this project (older CNN checkpoints name no
+    kind), else None."""
     if not isinstance(ckpt, dict) or not isinstance(hp := ckpt.get("hyper_parameters"), dict) or "genres" not in hp:
         return None
     kind = hp.get("kind", "cnn")
@@ -130,7 +134,7 @@ class EnsemblePredictor:
         self.weights = [0.0 if type(w) in (int, float) and w == 0 else positive_float(w, "weight") for w in weights]
         self.members = []
         for member in members:
-            if checkpoint_kind(member) not in ("cnn", "features"):
+            if checkpoint_kind(member) not in ("cnn", "features", "musicnn_probe"):
                 raise UserError("a member of the ensemble is not a model of this project")
             self.members.append(predictor(member, device))
         self.orders = [[m.genres.index(g) for g in self.genres] for m in self.members]  # member column per genre
@@ -174,6 +178,10 @@ def predictor(ckpt: dict, device: str | None = None):
             raise UserError("its stored model is not bytes")
         pipeline = pipeline_from_bytes(ckpt["pipeline"])
         return FeaturePredictor(pipeline, genre_names(hp["genres"]), segment_s, temperature)
+    if kind == "musicnn_probe":
+        from music_genre_classification.models.musicnn_probe import MusicnnProbePredictor  # the backbone when needed
+
+        return MusicnnProbePredictor(ckpt)
     if kind == "ensemble":
         return EnsemblePredictor(ckpt, device)
     return CNNPredictor(ckpt, device)

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from music_genre_classification.config import UserError
+from music_genre_classification.config import UserError, latest_model
 from music_genre_classification.serving.service import Service, Settings, checkpoint_paths
 from music_genre_classification.serving.upload import ApiError, receive_file
 
@@ -189,7 +189,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def run_server(
-    model_path: str | list,
+    model_path: str | list | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
@@ -198,15 +198,22 @@ def run_server(
     max_batch: int = 16,
     upload_timeout_s: float = 20.0,
 ) -> None:
-    """The `serve` command: uvicorn with `workers` processes until Ctrl+C or SIGTERM (requests in flight finish)."""
+    """HTTP API (POST /predict, GET /models, /health, Swagger UI at /docs) and web page (GET /) over the checkpoints.
+
+    --model_path: a checkpoint, a folder of them or several separated by commas (?model=<file name> picks one);
+    default the latest trained model, outputs/model_full.ckpt of the project;
+    --cors_origins: origins allowed to call the API from a browser, comma-separated, or '*'.
+    --upload_timeout_s: a client that sends nothing for this long in the middle of an upload gets 408.
+
+    The `serve` command: uvicorn with `workers` processes until Ctrl+C or SIGTERM (requests in flight finish).
+    """
     import uvicorn
 
     if workers < 1 or max_batch < 1 or max_upload_mb <= 0 or upload_timeout_s <= 0:
         raise UserError("--workers and --max_batch must be at least 1, --max_upload_mb and --upload_timeout_s positive")
     origins = cors_origins.split(",") if isinstance(cors_origins, str) else list(cors_origins or [])
-    settings = Settings(
-        checkpoint_paths(model_path), max_upload_mb, [o.strip() for o in origins], max_batch, workers, upload_timeout_s
-    )
+    paths = checkpoint_paths(model_path or latest_model())
+    settings = Settings(paths, max_upload_mb, [o.strip() for o in origins], max_batch, workers, upload_timeout_s)
     from music_genre_classification.models.classifier import GenreClassifier
 
     for path in settings.model_paths:  # a bad checkpoint is an error now, before uvicorn says it is running

@@ -10,7 +10,7 @@ from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from music_genre_classification.config import UserError
+from music_genre_classification.config import UserError, latest_model
 from music_genre_classification.data.audio import AUDIO_EXTENSIONS, AudioError
 from music_genre_classification.models.classifier import GenreClassifier, Prediction
 
@@ -227,7 +227,7 @@ async def _check_token(token: str, base_url: str | None) -> None:
 
 
 def run_bot(
-    model_path: str,
+    model_path: str | None = None,
     token: str | None = None,
     base_url: str | None = None,
     base_file_url: str | None = None,
@@ -235,13 +235,18 @@ def run_bot(
     max_file_mb: float | None = None,
     files_per_minute: int = 5,
 ) -> None:
-    """The `bot` command: load the model once, then answer messages until Ctrl+C or SIGTERM."""
+    """Telegram bot (long polling) answering with the genre of the songs users send.
+
+    Token from --token or TELEGRAM_BOT_TOKEN; --base_url for a self-hosted server;
+    --model_path: default the latest trained model, outputs/model_full.ckpt of the project.
+
+    The `bot` command: load the model once, then answer messages until Ctrl+C or SIGTERM."""
     token = token or os.environ.get("TELEGRAM_BOT_TOKEN")
     if not token:
         raise UserError("no bot token: pass --token or set TELEGRAM_BOT_TOKEN (create a bot with @BotFather)")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per long poll otherwise
-    classifier = GenreClassifier.from_checkpoint(model_path)
+    classifier = GenreClassifier.from_checkpoint(model_path or latest_model())
     if max_file_mb is None:
         max_file_mb = LOCAL_SERVER_LIMIT_MB if local_mode else TELEGRAM_DOWNLOAD_LIMIT_MB
     asyncio.run(_check_token(str(token), base_url))

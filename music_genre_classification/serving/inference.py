@@ -69,14 +69,20 @@ def write_single(prediction: Prediction, path: Path, segments: bool) -> None:
 def run_infer(
     model_path: str,
     audio_path: str,
-    output_path: str | None,
+    output_path: str | None = None,
     segments: bool = False,
     batch_size: int = 16,
     engine: str = "local",
     address: str | None = None,
     tags: bool = False,
 ) -> bool:
-    """The `infer` command; returns True when some file failed (the exit code says so)."""
+    """Genre of one audio file, or of every audio file below a folder (or of a folder of spectrograms).
+
+    Results to --output_path (.json for a file, .csv/.jsonl for a folder); spectrograms are .npy + params.json.
+    --engine ray [--address auto|ray://host:10001]: on Ray.
+    --tags: also the audio's top tags (moods, eras, instruments, styles) from musicnn trained on 200,000 songs.
+
+    The `infer` command; returns True when some file failed (the exit code says so)."""
     source = check_source(audio_path, engine)
     if tags and source.is_file() and source.suffix == ".npy":
         raise UserError(f"{source}: --tags: {NO_SPECTROGRAM_TAGS}")

@@ -52,7 +52,11 @@ def run_embed(
     engine: str = "local",
     address: str | None = None,
 ) -> bool:
-    """The `embed` command; returns True when some file failed (the exit code says so)."""
+    """Per track below a folder: the model's embedding, genre, probabilities and duration, as a library table.
+
+    Audio, or spectrograms (.npy + params.json); --output_path .parquet/.npz (resumable); --engine ray as for infer.
+
+    The `embed` command; returns True when some file failed (the exit code says so)."""
     source, output = check_source(audio_path, engine), Path(output_path)
     if output.suffix not in LIBRARY_FORMATS:
         raise UserError(f"{output}: a library table is {' or '.join(LIBRARY_FORMATS)}")

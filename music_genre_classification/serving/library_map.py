@@ -88,8 +88,10 @@ def write_html(xy: np.ndarray, library: Library, groups: list[str], title: str, 
     fig.write_html(path, include_plotlyjs=True)  # plotly.js inside: the page works offline
 
 
-def run_map(index_path: str, output_path: str, method: str = "tsne") -> list[Path]:
-    """The `map` command: <output>.html and <output>.png of the library table at `index_path`."""
+def run_map(index: str, output_path: str, method: str = "tsne") -> list[Path]:
+    """A 2-D map of a library table made by `embed` (--method tsne or umap): <output>.png and interactive .html.
+
+    The `map` command; returns the paths of the .html page and the .png written."""
     if method not in METHODS:
         raise UserError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     output = Path(output_path)
@@ -98,13 +100,13 @@ def run_map(index_path: str, output_path: str, method: str = "tsne") -> list[Pat
     html, png = output.with_suffix(".html"), output.with_suffix(".png")
     for path in (html, png):
         check_writable(path)
-    library = read_library(Path(index_path))
+    library = read_library(Path(index))
     name = {"tsne": "t-SNE", "umap": "UMAP"}[method]
     # one status line: the layout gives no progress of its own, and a big library takes a while
     print(f"map: laying out {len(library)} tracks with {name}...", flush=True)
     xy = layout(library.embeddings, method)
     groups, what = colours(library)
-    title = f"{len(library)} tracks of {Path(index_path).name}, {name} of the embeddings, colour: {what}"
+    title = f"{len(library)} tracks of {Path(index).name}, {name} of the embeddings, colour: {what}"
     write_png(xy, groups, title, png)
     write_html(xy, library, groups, title, html)
     print(f"map of {len(library)} tracks ({method}) -> {html}, {png}")

@@ -95,16 +95,21 @@ def query_embedding(library: Library, audio_path: str | None, path: str | None, 
 
 
 def run_similar(
-    index_path: str,
+    index: str,
     audio_path: str | None = None,
     path: str | None = None,
     top: int = 10,
     model_path: str | None = None,
 ) -> list[tuple[float, int]]:
-    """The `similar` command: prints and returns (cosine similarity, track) of the `top` most similar tracks."""
+    """The tracks of a library table most similar to a new file (--audio_path) or to a track of it (--path).
+
+    By cosine similarity of embeddings (a faiss index saved beside the table); a new file is embedded by the
+    library's own model.
+
+    The `similar` command: prints and returns (cosine similarity, track) of the `top` most similar tracks."""
     if (audio_path is None) == (path is None):
         raise UserError("give either --audio_path (a new file) or --path (a track of the library)")
-    table = Path(index_path)
+    table = Path(index)
     library = read_library(table)
     embedding, itself, (query, genre, label) = query_embedding(library, audio_path, path, model_path)
     index = vector_index(table, library)

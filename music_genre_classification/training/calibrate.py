@@ -19,10 +19,12 @@ from music_genre_classification.models.predictors import predictor, track_probab
 from music_genre_classification.training.evaluate import clip_scores
 
 
-def calibrate(checkpoint: str | Path, output_path: str | Path | None = None, datamodule=None) -> float:
-    """Fit the temperature on val clips, scored as `test` scores them, and write the checkpoint with it to
-    `output_path` (default: in place). `datamodule`: its val clips (set up); else the checkpoint's own split's."""
-    output = Path(output_path or checkpoint)
+def calibrate(checkpoint: str | Path, output_path: str | Path, *, datamodule=None) -> float:
+    """Fit CHECKPOINT's temperature on the val part of its split; write it with the temperature to --output_path.
+
+    The clips are scored as `test` scores them; `datamodule` (Python callers only): its val clips (set up) instead.
+    Returns the temperature."""
+    output = Path(output_path)
     if output.suffix != ".ckpt":
         raise UserError(f"{output}: the calibrated checkpoint is written as a .ckpt file")
     ckpt = load_checkpoint(checkpoint)

@@ -80,7 +80,13 @@ def simplex_grid(members: int, step: float) -> np.ndarray:
     return np.array([np.diff([-1, *c, n + members - 1]) - 1 for c in cuts]) / n
 
 
-def make_ensemble(checkpoints: list[str], output_path: str) -> dict:
+def make_ensemble(checkpoints: str | list[str], output_path: str) -> dict:
+    """One checkpoint averaging several models' probabilities (CNN and features alike), weights chosen on val.
+
+    `checkpoints`: a list, or one string separated by commas (the command line's --checkpoints a.ckpt,b.ckpt)."""
+    if isinstance(checkpoints, str):
+        checkpoints = checkpoints.split(",")
+    checkpoints = [p.strip() for p in checkpoints if p.strip()]
     if len(checkpoints) < 2:
         raise UserError("an ensemble needs at least two checkpoints: --checkpoints a.ckpt,b.ckpt")
     output = Path(output_path)

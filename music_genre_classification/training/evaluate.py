@@ -131,6 +131,14 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
     # the model's genres, whatever their counts in the data scored (top_genres, min_clips chose them in training)
     settings |= {k: None for k in ("top_genres", "min_clips", "sampler") if k in settings}
     ensure_data(settings["root"], data_cfg)
+    if checkpoint_kind(ckpt) == "musicnn_probe":  # its own route, the collection's cached embeddings
+        from music_genre_classification.training.probe_data import probe_scores_data
+
+        datamodule = probe_scores_data(hp, settings, split, None if split else split_table)
+        datamodule.setup("test")
+        ids, labels, tracks = datamodule.tracks(part)
+        probs, _ = track_probabilities(model, tracks)
+        return ClipScores(list(ids), np.array(labels, dtype=int), probs, list(hp["genres"]))
     kind = FeatureDataModule if checkpoint_kind(ckpt) == "features" else GenreDataModule
     try:
         datamodule = kind(**settings, split=split, split_table=None if split else split_table)
@@ -143,6 +151,7 @@ def clip_scores(ckpt: dict, model, part: str, data: dict, data_cfg, split=None, 
 
 
 def test(checkpoint: str, overrides: list[str]) -> dict:
+    """Score CHECKPOINT on the test part of its split, or on other data: datamodule.root=/path split=all"""
     quiet_third_parties()
     ckpt = load_checkpoint(checkpoint)
     model = GenreClassifier.from_checkpoint(checkpoint).model  # a damaged checkpoint is one line, before any work

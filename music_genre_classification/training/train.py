@@ -84,6 +84,7 @@ def build_module(cfg: DictConfig, genres: list[str]) -> L.LightningModule:
 
 
 def train(overrides: list[str]) -> dict:
+    """Train a model. Hydra overrides, e.g.: model=baseline trainer.max_epochs=5 datamodule.batch_size=64 trainer=gpu"""
     cfg = compose("train", overrides)
     if cfg.get("members"):  # an ensemble: one training per member (experiment=best)
         from music_genre_classification.training.train_ensemble import train_members
@@ -95,6 +96,10 @@ def train(overrides: list[str]) -> dict:
 def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: str | None = None) -> dict:
     """One training run of a composed train config; `tune` passes its pruning callback and a child MLflow run."""
     quiet_third_parties()
+    if cfg.model.get("kind") == "musicnn_probe":  # the frozen musicnn backbone and a scikit-learn head
+        from music_genre_classification.training.train_probe import train_probe
+
+        return train_probe(cfg, Run(cfg, mlflow_run_id))
     features = is_features_run(cfg)
     run = Run(cfg, mlflow_run_id)
     if features:
@@ -138,7 +143,7 @@ def fit(cfg: DictConfig, callbacks: Sequence[L.Callback] = (), mlflow_run_id: st
         return result
     summary = metrics_line(val)
     if validate:  # probabilities that mean what they say: T fitted on val, applied by every consumer
-        result["temperature"] = calibrate(best, datamodule=datamodule)
+        result["temperature"] = calibrate(best, best, datamodule=datamodule)
         summary += f"\ntemperature:     {result['temperature']:.3f} (fitted on val, stored in the checkpoint)"
     pngs = plot_curves(history.rows, run.plots)
     if validate:

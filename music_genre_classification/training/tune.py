@@ -324,6 +324,7 @@ def objective(study: optuna.Study, base: DictConfig, space: list[Param], setting
 
 
 def tune(overrides: list[str]) -> optuna.Study:
+    """Optuna study over a model's hyper-parameters, e.g. tune=cnn split=fault_filtered tune.n_trials=30; resumable."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retries, plots
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial of its own: the table at the end says it
     quiet_third_parties()  # MLflow's table creation, alembic

@@ -1,0 +1,120 @@
+"""model=musicnn_probe through the real CLI: train (embeddings cached once), test, infer, both input routes, the
+checkpoint's route used by every consumer, and a checkpoint that names what it may not."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers.audio import GENRES, SR, write_gtzan
+from helpers.processes import run_cli
+
+from music_genre_classification.config import UserError, compose
+from music_genre_classification.data.audio import AudioError
+from music_genre_classification.data.spectrogram import LogMel
+from music_genre_classification.models.checkpoint import load_checkpoint
+from music_genre_classification.models.classifier import GenreClassifier
+from music_genre_classification.models.predictors import checkpoint_kind
+from music_genre_classification.training.evaluate import test as run_test
+from music_genre_classification.training.train import fit
+
+GENRES_ARG = f"datamodule.genres=[{','.join(GENRES)}]"
+SMALL_GRID = ["model.grid.classifier__C=[0.1,1.0]", "model.grid.embedding=[mean_pool,penultimate]", "~logger"]
+
+
+def train(root, cwd, *args: str):
+    result = run_cli("train", "model=musicnn_probe", f"datamodule.root={root}", GENRES_ARG, *args, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def train_here(root, work, *args: str) -> dict:
+    """`train` in this process (the CLI's startup is paid once, by the fixture); outputs and cache under `work`."""
+    folders = [f"output_dir={work / 'outputs'}", f"model.cache_dir={work / '.cache' / 'musicnn'}", "~logger"]
+    args = ["model=musicnn_probe", f"datamodule.root={root}", GENRES_ARG, *folders, *args]
+    return fit(compose("train", args))
+
+
+def cached(cwd) -> dict:
+    return {p: p.stat().st_mtime_ns for p in (cwd / ".cache" / "musicnn").rglob("*.npz")}
+
+
+@pytest.fixture(scope="module")
+def audio_probe(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("probe_audio")
+    root = write_gtzan(work / "gtzan", clips_per_genre=6)
+    result = train(root, work, *SMALL_GRID)
+    return {"work": work, "root": root, "checkpoint": work / "outputs" / "model_full.ckpt", "stdout": result.stdout}
+
+
+def write_spectrogram_folder(audio_root, folder):
+    """The synthetic clips as stored log-mel spectrograms (float16 .npy and params.json, as data/dataset's)."""
+    log_mel = LogMel()
+    for path in sorted(audio_root.rglob("*.wav")):
+        (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+        spec = log_mel(torch.from_numpy(_read(path)))
+        np.save(folder / path.parent.name / path.with_suffix(".npy").name, spec.numpy().astype(np.float16))
+    p = log_mel.params
+    description = {"sample_rate": p.sample_rate, "n_fft": p.n_fft, "hop_length": p.hop_length, "n_mels": p.n_mels}
+    description |= {"power_to_db": {"ref": "max", "top_db": p.top_db}, "normalization": "per clip min-max to [0, 1]"}
+    (folder / "params.json").write_text(json.dumps(description | {"frames": p.window_columns}))
+    return folder
+
+
+def _read(path) -> np.ndarray:
+    import soundfile as sf
+
+    wave, rate = sf.read(str(path), dtype="float32")
+    assert rate == SR
+    return wave
+
+
+def test_train_caches_the_embeddings_once_and_records_the_audio_route(audio_probe):
+    stdout, work = audio_probe["stdout"], audio_probe["work"]
+    assert "out of fold" in stdout and "route=audio" in stdout and "temperature" in stdout
+    ckpt = load_checkpoint(audio_probe["checkpoint"])
+    hp = ckpt["hyper_parameters"]
+    assert checkpoint_kind(ckpt) == "musicnn_probe" and hp["route"] == "audio" and hp["backbone"] == "msd"
+    assert hp["embedding"] in ("mean_pool", "penultimate") and hp["temperature"] > 0
+    first = cached(work)
+    assert len(first) == 3 * 6  # one entry per clip
+    again = train_here(audio_probe["root"], work, "~model.grid", "model.embedding=max_pool")
+    assert again["embedding"] == "max_pool" and again["route"] == "audio"
+    assert cached(work) == first  # a second train read them, computed nothing, rewrote nothing
+
+
+def test_test_and_infer_use_the_probe(audio_probe):
+    work, root = audio_probe["work"], audio_probe["root"]
+    tested = run_test(str(audio_probe["checkpoint"]), [])
+    assert tested["clips"] >= 2 and tested["accuracy"] > 0.5 and tested["calibration"]["temperature"] > 0
+    inferred = run_cli("infer", str(audio_probe["checkpoint"]), str(root / "high" / "high.00002.wav"), cwd=work)
+    assert inferred.returncode == 0, inferred.stderr[-2000:]
+    assert "high" in inferred.stdout
+
+
+def test_an_audio_route_probe_refuses_a_stored_spectrogram(audio_probe, tmp_path):
+    folder = write_spectrogram_folder(audio_probe["root"], tmp_path / "specs")
+    classifier = GenreClassifier.from_checkpoint(audio_probe["checkpoint"])
+    with pytest.raises(AudioError, match="musicnn probe of the spectrogram route"):
+        classifier.predict(folder / "low" / "low.00000.npy")
+
+
+def test_the_spectrogram_route_reads_npy_and_audio_the_same_way(audio_probe, tmp_path):
+    folder = write_spectrogram_folder(audio_probe["root"], tmp_path / "specs")
+    train_here(folder, tmp_path, "~model.grid")
+    checkpoint = tmp_path / "outputs" / "model_full.ckpt"
+    assert load_checkpoint(checkpoint)["hyper_parameters"]["route"] == "spectrogram"
+    classifier = GenreClassifier.from_checkpoint(checkpoint)
+    from_npy = classifier.predict(folder / "mid" / "mid.00003.npy")
+    from_audio = classifier.predict(audio_probe["root"] / "mid" / "mid.00003.wav")
+    assert from_npy.genre == from_audio.genre == "mid"
+    for genre in GENRES:  # audio goes through the stored spectrograms' log-mel and the adapter: the same input
+        assert from_audio.probabilities[genre] == pytest.approx(from_npy.probabilities[genre], abs=0.02)
+
+
+def test_a_checkpoint_naming_an_unknown_route_is_refused(audio_probe, tmp_path):
+    ckpt = load_checkpoint(audio_probe["checkpoint"])
+    ckpt["hyper_parameters"]["route"] = "os.system"
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    with pytest.raises(UserError, match="route"):
+        GenreClassifier.from_checkpoint(tmp_path / "bad.ckpt")
