@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers.audio import write_gtzan
-from helpers.processes import REPO, SHARED, TRAIN_ARGS, run_cli
+from helpers.processes import REPO, SHARED, TRAIN_ARGS, run_cli, run_in_process
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +38,21 @@ def trained(synthetic_gtzan, tmp_path_factory) -> dict:
         "stdout": result.stdout,
         "stderr": result.stderr,
     }
+
+
+@pytest.fixture(scope="session")
+def tested(trained) -> dict:
+    """One real `test` run of the session's checkpoint, in its own process, shared by the tests that read what it
+    printed and wrote (<checkpoint>.test.json, the reliability plot, the test metrics in the training's MLflow run)."""
+    result = run_cli("test", str(trained["checkpoint"]), cwd=trained["work"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {"stdout": result.stdout, "report": trained["checkpoint"].resolve().with_suffix(".test.json")}
+
+
+@pytest.fixture
+def cli_in_process(capfd):
+    """`run_cli` in this process (helpers.processes.run_in_process), its output captured at the file descriptors."""
+    return lambda *args, cwd, env=None: run_in_process(*args, cwd=cwd, env=env, capfd=capfd)
 
 
 @pytest.fixture(scope="session")

@@ -86,13 +86,11 @@ def test_training_prints_one_line_per_epoch_and_no_tips_and_stores_a_temperature
     assert "temperature:" in trained["stdout"]
 
 
-def test_test_reports_intervals_and_calibration_in_console_json_plot_and_mlflow(trained):
+def test_test_reports_intervals_and_calibration_in_console_json_plot_and_mlflow(trained, tested):
     work, ckpt = trained["work"], trained["checkpoint"]
-    result = run_cli("test", str(ckpt), cwd=work)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "95% intervals, bootstrap over" in result.stdout and "clips (2000 resamples)" in result.stdout
-    assert "expected calibration error (15 bins)" in result.stdout
-    report = json.loads(ckpt.resolve().with_suffix(".test.json").read_text())
+    assert "95% intervals, bootstrap over" in tested["stdout"] and "clips (2000 resamples)" in tested["stdout"]
+    assert "expected calibration error (15 bins)" in tested["stdout"]
+    report = json.loads(tested["report"].read_text())
     low, high = report["accuracy_ci95"]
     assert low <= report["accuracy"] <= high and report["macro_f1_ci95"][0] <= report["macro_f1"]
     stored = torch.load(ckpt, weights_only=True)["hyper_parameters"]["temperature"]
@@ -112,7 +110,7 @@ def test_test_reports_intervals_and_calibration_in_console_json_plot_and_mlflow(
 
 
 def test_train_with_members_cross_fits_a_crnn_and_a_cnn_on_two_folds_into_one_calibrated_ensemble(
-    synthetic_gtzan, tmp_path
+    synthetic_gtzan, tmp_path, cli_in_process
 ):
     """The mechanism of `train experiment=best`: one training per member, each fold's members validated on clips the
     other fold trains on, then one ensemble whose weights and temperature come from every out-of-fold clip."""
@@ -120,7 +118,7 @@ def test_train_with_members_cross_fits_a_crnn_and_a_cnn_on_two_folds_into_one_ca
     crnn = "model=crnn model.net.channels=[8,16] model.net.hidden=16"
     members = f"members=['{crnn} split.fold=0','seed=3 split.fold=0','{crnn} split.fold=1','seed=4 split.fold=1']"
     split = ["split.seed=42", "split.folds=2"]
-    result = run_cli("train", f"datamodule.root={synthetic_gtzan}", *args, *split, members, cwd=tmp_path)
+    result = cli_in_process("train", f"datamodule.root={synthetic_gtzan}", *args, *split, members, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "== member 4/4: seed=4 split.fold=1" in result.stdout and "training time:" in result.stdout
     assert "cross-fitted: 2 folds of 2 member(s)" in result.stdout
@@ -137,23 +135,23 @@ def test_train_with_members_cross_fits_a_crnn_and_a_cnn_on_two_folds_into_one_ca
     assert {r["part"] for r in blend["split_table"]} == {"test"}  # the blend's own: the test part all share
     assert blend["val_metrics"]["val/acc"] >= 0.8  # scored on every out-of-fold clip
 
-    result = run_cli("test", "outputs/model_full.ckpt", cwd=tmp_path)
+    result = cli_in_process("test", "outputs/model_full.ckpt", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = (tmp_path / "outputs" / "model_full.ckpt").resolve().with_suffix(".test.json")
     assert json.loads(report.read_text())["accuracy"] >= 0.8
     clip = next((synthetic_gtzan / "high").glob("*.wav"))
-    result = run_cli("infer", "outputs/model_full.ckpt", str(clip), cwd=tmp_path)
+    result = cli_in_process("infer", "outputs/model_full.ckpt", clip, cwd=tmp_path)
     assert result.returncode == 0 and "high" in result.stdout, result.stderr[-2000:]
 
 
-def test_calibrate_refits_the_temperature_of_a_checkpoint_on_its_val_clips(trained, tmp_path):
+def test_calibrate_refits_the_temperature_of_a_checkpoint_on_its_val_clips(trained, tmp_path, cli_in_process):
     result = run_cli("calibrate", str(trained["checkpoint"]), "--output_path", "calibrated.ckpt", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "val: " in result.stdout and "temperature " in result.stdout
     stored = torch.load(trained["checkpoint"], weights_only=True)["hyper_parameters"]["temperature"]
     refitted = torch.load(tmp_path / "calibrated.ckpt", weights_only=True)["hyper_parameters"]["temperature"]
     assert refitted == pytest.approx(stored, rel=1e-3)  # the same val clips, the same fit as at the end of `train`
-    result = run_cli("calibrate", str(trained["checkpoint"]), "--output_path", "out.pt", cwd=tmp_path)
+    result = cli_in_process("calibrate", trained["checkpoint"], "--output_path", "out.pt", cwd=tmp_path)
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
 
 

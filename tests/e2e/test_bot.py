@@ -169,9 +169,9 @@ def test_temporary_files_are_removed(bot):
     assert list(tmp.iterdir()) == []
 
 
-def test_no_token_is_a_clear_error(trained, tmp_path):
-    env = {"TELEGRAM_BOT_TOKEN": ""}
-    result = run_cli("bot", str(trained["checkpoint"]), cwd=tmp_path, env=env, timeout=60)
+def test_no_token_is_a_clear_error(trained, tmp_path, cli_in_process):
+    env = {"TELEGRAM_BOT_TOKEN": ""}  # in this process: the `bot` fixture runs the command in its own
+    result = cli_in_process("bot", trained["checkpoint"], cwd=tmp_path, env=env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "@BotFather" in result.stderr
 

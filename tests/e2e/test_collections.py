@@ -28,7 +28,7 @@ from music_genre_classification.data.spectrogram import LogMel, SpectrogramParam
 from music_genre_classification.data.split import ManifestSplit, RandomSplit
 from music_genre_classification.models.lightning_module import GenreModule
 
-COUNTS = {"ambient": 60, "bass": 30, "chime": 10, "drone": 5, "treble": 3}  # unequal, a long tail
+COUNTS = {"ambient": 24, "bass": 12, "chime": 7, "drone": 5, "treble": 3}  # unequal, a long tail
 BASE_HZ = {"ambient": 80.0, "bass": 220.0, "chime": 700.0, "drone": 1600.0, "treble": 3500.0}
 FORMATS = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", None), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", None)]
 SMALL = [  # a tiny CNN on short crops, as TRAIN_ARGS (helpers/processes.py), without its genres
@@ -60,7 +60,7 @@ def artist_of(genre: str, i: int) -> str:
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory) -> Path:
-    """5 genres with 60/30/10/5/3 clips as wav, flac, ogg and mp3 under one folder, listed in a manifest with
+    """5 genres with 24/12/7/5/3 clips as wav, flac, ogg and mp3 under one folder, listed in a manifest with
     artists, plus one corrupt mp3 (random bytes)."""
     root = tmp_path_factory.mktemp("collection")
     rows = []
@@ -89,7 +89,7 @@ def balanced_run(collection, tmp_path_factory) -> dict:
         "split.group_by=artist",
         "model.class_weights=balanced",
         "datamodule.sampler=balanced",
-        "trainer.max_epochs=3",
+        "trainer.max_epochs=2",
         f"datamodule.cache_dir={work / 'cache'}",
         *SMALL,
         cwd=work,
@@ -99,7 +99,9 @@ def balanced_run(collection, tmp_path_factory) -> dict:
     return {"work": work, "stdout": result.stdout, "run_dir": work / run_dir, "ckpt": work / "outputs/model_full.ckpt"}
 
 
-def test_unequal_manifest_collection_trains_and_every_consumer_follows_its_genres(balanced_run, collection):
+def test_unequal_manifest_collection_trains_and_every_consumer_follows_its_genres(
+    balanced_run, collection, cli_in_process
+):
     out = balanced_run["stdout"]
     assert "warning: skipped 1 unreadable clip(s): broken.mp3" in out  # the corrupt file, and only it
     ckpt = torch.load(balanced_run["ckpt"], map_location="cpu", weights_only=True)
@@ -120,7 +122,7 @@ def test_unequal_manifest_collection_trains_and_every_consumer_follows_its_genre
     assert {(row["genre"], row["part"]) for row in table} == {(g, p) for g in genres for p in ("train", "val", "test")}
 
     # test: balanced accuracy and per-genre support; infer names the 5 genres
-    scored = run_cli("test", str(balanced_run["ckpt"]), cwd=balanced_run["work"])
+    scored = cli_in_process("test", balanced_run["ckpt"], cwd=balanced_run["work"])
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert "balanced accuracy" in scored.stdout
     result = json.loads(next(balanced_run["run_dir"].glob("checkpoints/*.test.json")).read_text())
@@ -128,7 +130,7 @@ def test_unequal_manifest_collection_trains_and_every_consumer_follows_its_genre
     assert {g: m["support"] for g, m in result["per_genre"].items()} == {g: tested[g] for g in genres}
     assert 0 <= result["balanced_accuracy"] <= 1 and 0 <= result["macro_f1"] <= 1
     clip = collection / "audio" / "treble" / "treble-001.flac"
-    labelled = run_cli("infer", "--model_path", str(balanced_run["ckpt"]), "--audio_path", str(clip), cwd=collection)
+    labelled = cli_in_process("infer", "--model_path", balanced_run["ckpt"], "--audio_path", clip, cwd=collection)
     assert labelled.returncode == 0, labelled.stderr[-2000:]
     assert all(g in labelled.stdout for g in genres)
 
@@ -161,7 +163,7 @@ def test_stratified_split_names_a_genre_with_too_few_clips(tmp_path):
     assert sorted(p for c, p in parts.items() if c.startswith("rare")) == ["test", "train", "val"]
 
 
-def test_fine_tuning_from_a_trained_checkpoint_gets_a_new_head(trained, tmp_path):
+def test_fine_tuning_from_a_trained_checkpoint_gets_a_new_head(trained, tmp_path, cli_in_process):
     """Two new genres (folders, genres auto) from the session's 3-genre checkpoint; convolutions frozen throughout."""
     for g, genre in enumerate(["hum", "hiss"]):
         (tmp_path / "mine" / genre).mkdir(parents=True)
@@ -169,7 +171,7 @@ def test_fine_tuning_from_a_trained_checkpoint_gets_a_new_head(trained, tmp_path
             sf.write(tmp_path / "mine" / genre / f"{i}.wav", chord(["bass", "treble"][g], 50 * g + i), SR)
     source = trained["checkpoint"]
     args = [f"datamodule.root={tmp_path / 'mine'}", "datamodule.genres=auto", f"model.init_from={source}", *SMALL]
-    result = run_cli("train", *args, "model.freeze_epochs=2", "trainer.max_epochs=2", cwd=tmp_path)
+    result = cli_in_process("train", *args, "model.freeze_epochs=2", "trainer.max_epochs=2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "a new head for 2 genres" in result.stdout
     tuned = torch.load(tmp_path / "outputs/model_full.ckpt", map_location="cpu", weights_only=True)
@@ -189,7 +191,7 @@ def test_fine_tuning_from_a_trained_checkpoint_gets_a_new_head(trained, tmp_path
         GenreModule(hp["net"], ["hiss", "hum"], {**hp["spectrogram"], "n_mels": 64}, init_from=str(source))
 
 
-def test_fma_metadata_becomes_a_manifest(tmp_path):
+def test_fma_metadata_becomes_a_manifest(tmp_path, cli_in_process):
     """FMA's tracks.csv (a 3-row header) and fma_small/<id[:3]>/<id>.mp3 -> path,genre,split,artist."""
     columns = pd.MultiIndex.from_tuples(
         [("track", "genre_top"), ("track", "title"), ("set", "split"), ("set", "subset"), ("artist", "name")]
@@ -221,7 +223,7 @@ def test_fma_metadata_becomes_a_manifest(tmp_path):
     ]
     clips, genres = collect(out, "auto")
     assert genres == ["Folk", "Hip-Hop", "Pop"] and all(c.path.is_file() for c in clips)
-    missing = run_cli(
+    missing = cli_in_process(
         "fma_manifest", "--tracks_csv", "nope.csv", "--audio_dir", "fma_small", "--output_path", "x.csv", cwd=tmp_path
     )
     assert missing.returncode == 1 and missing.stderr == "error: nope.csv: no such file\n"
@@ -245,7 +247,7 @@ def test_cache_build_resumes_after_being_killed(tmp_path):
     root = tmp_path / "music"
     for g, genre in enumerate(["bass", "treble"]):
         (root / genre).mkdir(parents=True)
-        for i in range(24):
+        for i in range(16):
             sf.write(root / genre / f"{i:02d}.wav", chord(genre, 10 * g + i), SR)
     folder = tmp_path / "cache"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -257,7 +259,7 @@ def test_cache_build_resumes_after_being_killed(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     done_before = read_index(folder, 128)
-    assert 5 <= len(done_before) < 48, "the build was not interrupted part-way"
+    assert 5 <= len(done_before) < 32, "the build was not interrupted part-way"
     with open(index, "a") as f:
         f.write('{"clip": "treble/2')  # a line cut off by the kill
     with open(folder / "spectrograms.f32", "ab") as f:
@@ -265,12 +267,12 @@ def test_cache_build_resumes_after_being_killed(tmp_path):
 
     resumed = subprocess.run([*command[:-1], "2"], env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"{len(done_before)} of 48 clips done, {48 - len(done_before)} to build" in resumed.stdout
-    assert "built 48 skipped 0" in resumed.stdout
+    assert f"{len(done_before)} of 32 clips done, {32 - len(done_before)} to build" in resumed.stdout
+    assert "built 32 skipped 0" in resumed.stdout
 
     clips, _ = collect(root, "auto")
     lines = index.read_text().splitlines()
-    assert len(lines) == 48 and len({json.loads(line)["clip"] for line in lines}) == 48  # each clip once
+    assert len(lines) == 32 and len({json.loads(line)["clip"] for line in lines}) == 32  # each clip once
     kept, store, _ = build_cache(clips, SpectrogramParams(), folder)  # nothing left to build: read back
     front_end = LogMel(SpectrogramParams())
     for clip, spec in zip(kept, store):

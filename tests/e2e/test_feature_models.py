@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 from helpers.audio import CLIP_S, GENRES, SR, tone, write_feature_table, write_gtzan
 from helpers.fake_telegram import TOKEN, FakeBotAPI
-from helpers.processes import REPO, Server, run_cli
+from helpers.processes import REPO, Server, run_in_process
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -29,7 +29,8 @@ GENRES_ARG = f"datamodule.genres=[{','.join(GENRES)}]"
 
 
 def train(root, model: str, cwd, *args: str) -> dict:
-    result = run_cli("train", f"model={model}", f"datamodule.root={root}", GENRES_ARG, *args, cwd=cwd)
+    """`train` in this process: the `trained` CNN (tests/conftest.py) checks the command in its own."""
+    result = run_in_process("train", f"model={model}", f"datamodule.root={root}", GENRES_ARG, *args, cwd=cwd)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"work": cwd, "checkpoint": cwd / "outputs" / "model_full.ckpt", "stdout": result.stdout}
 
@@ -50,7 +51,7 @@ def on_audio(synthetic_gtzan, tmp_path_factory) -> dict:
 def blend(trained, on_audio, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("blend")
     members = f"{trained['checkpoint']},{on_audio['checkpoint']}"
-    result = run_cli("ensemble", "--checkpoints", members, "--output_path", "blend.ckpt", cwd=work)
+    result = run_in_process("ensemble", "--checkpoints", members, "--output_path", "blend.ckpt", cwd=work)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {"checkpoint": work / "blend.ckpt", "stdout": result.stdout}
 
@@ -79,8 +80,8 @@ def test_a_features_run_writes_what_a_cnn_run_writes_and_logs_to_mlflow(on_table
     assert {"config.yaml", "split.csv", "confusion_val.png", "grid.csv"} <= artifacts
 
 
-def test_test_scores_a_features_checkpoint_on_its_split_and_on_another_table(on_table, tmp_path):
-    result = run_cli("test", str(on_table["checkpoint"]), cwd=tmp_path)
+def test_test_scores_a_features_checkpoint_on_its_split_and_on_another_table(on_table, tmp_path, cli_in_process):
+    result = cli_in_process("test", on_table["checkpoint"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "confusion (rows: true, columns: predicted)" in result.stdout
     report = json.loads(on_table["checkpoint"].resolve().with_suffix(".test.json").read_text())
@@ -95,7 +96,7 @@ def _split(run: dict) -> list[dict]:
     return list(csv.DictReader(open(run["checkpoint"].resolve().parent.parent / "split.csv")))
 
 
-def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio, trained, tmp_path):
+def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio, trained, tmp_path, cli_in_process):
     assert _split(on_audio) == _split(trained)  # the same clips in the same parts as the CNN's run
     classifier = GenreClassifier.from_checkpoint(on_audio["checkpoint"])
     assert classifier.predict(tone("high", 3, seconds=CLIP_S), sample_rate=SR).genre == "high"
@@ -113,7 +114,7 @@ def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio
         (library / genre).mkdir(parents=True)
         sf.write(library / genre / f"{genre}.00000.wav", tone(genre, 70 + i, seconds=CLIP_S), SR)
     args = ["--model_path", str(on_audio["checkpoint"]), "--audio_path", str(library)]
-    result = run_cli("infer", *args, "--output_path", str(tmp_path / "labels.csv"), cwd=tmp_path)
+    result = cli_in_process("infer", *args, "--output_path", tmp_path / "labels.csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "labels.csv")))
     assert [r["genre"] for r in rows] == ["high", "low", "mid"]  # sorted paths: high/, low/, mid/
@@ -136,7 +137,9 @@ def test_features_model_from_audio_labels_files_long_tracks_and_folders(on_audio
     assert result["clips"] == 9 and result["accuracy"] >= 0.66
 
 
-def test_an_ensemble_of_the_cnn_and_a_features_model_works_everywhere(blend, trained, on_audio, tmp_path):
+def test_an_ensemble_of_the_cnn_and_a_features_model_works_everywhere(
+    blend, trained, on_audio, tmp_path, cli_in_process
+):
     assert re.search(r"\(GenreCNN\): weight \d\.\d\d", blend["stdout"]) and "(features): weight" in blend["stdout"]
     stored = torch.load(blend["checkpoint"], weights_only=True)
     assert stored["hyper_parameters"]["kind"] == "ensemble" and len(stored["members"]) == 2
@@ -150,7 +153,7 @@ def test_an_ensemble_of_the_cnn_and_a_features_model_works_everywhere(blend, tra
     for genre in GENRES:
         expected = sum(w * m.probabilities[genre] for w, m in zip(weights, members))
         assert abs(blended.probabilities[genre] - expected) < 1e-5
-    result = run_cli("infer", "--model_path", str(blend["checkpoint"]), "--audio_path", str(clip), cwd=tmp_path)
+    result = cli_in_process("infer", "--model_path", blend["checkpoint"], "--audio_path", clip, cwd=tmp_path)
     assert result.returncode == 0 and "genre: mid" in result.stdout
 
     result = run_test(

@@ -65,7 +65,8 @@ def test_gtzan_chunks_to_jsonl(library, tmp_path):
     assert list(rows[0]) == TABLE_COLUMNS and all(np.isfinite(rows[0][c]) for c in FEATURE_COLUMNS)
 
 
-def test_bad_input_is_one_line(library, tmp_path):
+def test_bad_input_is_one_line(library, tmp_path, cli_in_process):
+    # in this process: the entry point's own error lines and exit code are test_folder_to_table_resumable_...'s
     clash = tmp_path / "clash"
     for folder in ("a", "b"):
         (clash / folder).mkdir(parents=True)
@@ -77,6 +78,6 @@ def test_bad_input_is_one_line(library, tmp_path):
         (["features", str(library)], "--output_path is needed"),
     ]
     for args, message in cases:
-        result = run_cli(*args, cwd=tmp_path)
+        result = cli_in_process(*args, cwd=tmp_path)
         assert result.returncode == 1, args
         assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr, args

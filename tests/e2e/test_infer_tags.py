@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers.processes import run_cli
+from helpers.processes import run_in_process
 
 from music_genre_classification.models.musicnn import MSD_TAGS
 from music_genre_classification.models.tags import TOP_TAGS
@@ -23,7 +23,10 @@ def library(real_dataset, tmp_path_factory):
 
 
 def infer_cli(trained, audio, *args, cwd):
-    return run_cli("infer", "--model_path", str(trained["checkpoint"]), "--audio_path", str(audio), *args, cwd=cwd)
+    """`infer` in this process (tests/helpers/processes.py); tests/e2e/test_inference.py runs it in its own."""
+    return run_in_process(
+        "infer", "--model_path", str(trained["checkpoint"]), "--audio_path", str(audio), *args, cwd=cwd
+    )
 
 
 def cell_tags(cell: str) -> list[tuple[str, float]]:

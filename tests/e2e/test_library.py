@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from helpers.audio import GENRES, SR, tone
-from helpers.processes import run_cli
+from helpers.processes import run_cli, run_in_process
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.audio import load_audio
@@ -24,8 +24,10 @@ from music_genre_classification.serving.library_map import run_map
 from music_genre_classification.serving.similar import normalised, run_similar
 
 
-def cli(trained, command, *args, cwd):
-    return run_cli(command, "--model_path", str(trained["checkpoint"]), *args, cwd=cwd)
+def cli(trained, command, *args, cwd, own_process=False):
+    """A command with the session's checkpoint; in this process unless `own_process` (tests/helpers/processes.py)."""
+    run = run_cli if own_process else run_in_process
+    return run(command, "--model_path", str(trained["checkpoint"]), *args, cwd=cwd)
 
 
 def small_folder(synthetic_gtzan, folder, clips=3):
@@ -43,7 +45,8 @@ def library(trained, synthetic_gtzan, tmp_path_factory) -> dict:
     """`embed` over the synthetic set (24 clips and one corrupt file) into a Parquet table."""
     work = tmp_path_factory.mktemp("library")
     table = work / "library.parquet"
-    result = cli(trained, "embed", "--audio_path", str(synthetic_gtzan), "--output_path", str(table), cwd=work)
+    args = ["--audio_path", str(synthetic_gtzan), "--output_path", str(table)]
+    result = cli(trained, "embed", *args, cwd=work, own_process=True)  # the entry point: exit 1, no traceback
     return {"work": work, "table": table, "result": result}
 
 
@@ -71,7 +74,7 @@ def test_similar_through_a_saved_faiss_index(trained, library, tmp_path, capsys)
     table, work = library["table"], library["work"]
     tracks = read_library(table)
     query = next(p for p in tracks.paths if "/mid/" in p)
-    result = run_cli("similar", "--index", str(table), "--path", query, "--top", "3", cwd=work)
+    result = run_in_process("similar", "--index", table, "--path", query, "--top", "3", cwd=work)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     i = tracks.paths.index(query)  # the query's own genre, then the neighbours' under a header that says whose
@@ -87,7 +90,7 @@ def test_similar_through_a_saved_faiss_index(trained, library, tmp_path, capsys)
     # a new file is embedded by the checkpoint that made the library
     song = tmp_path / "song.wav"
     sf.write(song, tone("high", 999), SR)
-    result = run_cli("similar", "--index", str(table), "--audio_path", str(song), "--top", "3", cwd=work)
+    result = run_in_process("similar", "--index", table, "--audio_path", song, "--top", "3", cwd=work)
     assert result.returncode == 0, result.stderr
     assert sum("/high/" in line for line in result.stdout.splitlines()) == 3
     assert "nothing in the library is close" not in result.stderr
@@ -105,7 +108,7 @@ def test_similar_says_when_nothing_in_the_library_is_close(trained, library, rea
     tracks are from their own nearest, and `similar` says so (still listing the closest)."""
     table, work = library["table"], library["work"]
     clip = real_dataset / "genres_original" / "jazz" / "jazz.00000.wav"
-    result = run_cli("similar", "--index", str(table), "--audio_path", str(clip), "--top", "3", cwd=work)
+    result = run_in_process("similar", "--index", table, "--audio_path", clip, "--top", "3", cwd=work)
     assert result.returncode == 0, result.stderr
     assert f"warning: {clip}: nothing in the library is close (best cosine" in result.stderr
     assert len([line for line in result.stdout.splitlines() if line.split()[0].isdigit()]) == 3
@@ -140,7 +143,7 @@ def test_library_commands_refuse_bad_input_in_one_line(trained, library, tmp_pat
 
 def test_map_writes_an_image_and_an_offline_html_page(library):
     table, work = library["table"], library["work"]
-    result = run_cli("map", "--index", str(table), "--output_path", str(work / "map.html"), cwd=work)
+    result = run_in_process("map", "--index", table, "--output_path", work / "map.html", cwd=work)
     assert result.returncode == 0, result.stderr
     html = (work / "map.html").read_text()
     assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js inside the page: works offline
@@ -151,7 +154,7 @@ def test_map_writes_an_image_and_an_offline_html_page(library):
 
 def test_map_png_and_html_draw_each_genre_in_the_palettes_colour(library):
     table, work = library["table"], library["work"]
-    result = run_cli("map", "--index", str(table), "--output_path", str(work / "colours.png"), cwd=work)
+    result = run_in_process("map", "--index", table, "--output_path", work / "colours.png", cwd=work)
     assert result.returncode == 0, result.stderr
     html = (work / "colours.html").read_text()
     start = html.index("[", html.index("Plotly.newPlot("))
@@ -246,7 +249,8 @@ def test_ray_engine_writes_the_rows_of_the_local_engine(trained, synthetic_gtzan
     for engine in ("local", "ray"):
         tables[engine] = tmp_path / f"{engine}.parquet"
         args = ["--audio_path", str(folder), "--output_path", str(tables[engine]), "--engine", engine]
-        result = cli(trained, "embed", *args, "--batch_size", "4", cwd=tmp_path)  # Ray: a local instance
+        # Ray: a local instance, started by its own process (and ended with it)
+        result = cli(trained, "embed", *args, "--batch_size", "4", cwd=tmp_path, own_process=engine == "ray")
         assert result.returncode == 0, result.stderr[-3000:]
         assert "Traceback" not in result.stderr
     local, ray = (pq.read_table(tables[e]).to_pylist() for e in ("local", "ray"))

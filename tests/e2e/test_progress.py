@@ -3,17 +3,16 @@
 import numpy as np
 import soundfile as sf
 from helpers.audio import SR, tone
-from helpers.processes import run_cli
 
 
-def test_a_long_file_shows_its_windows_done_on_stderr(trained, tmp_path):
+def test_a_long_file_shows_its_windows_done_on_stderr(trained, tmp_path, cli_in_process):
     six_minutes = np.concatenate([tone("low", seed, seconds=30.0) for seed in range(12)])
     sf.write(tmp_path / "long.wav", six_minutes, SR, subtype="PCM_16")
-    result = run_cli("infer", str(trained["checkpoint"]), "long.wav", cwd=tmp_path)
+    result = cli_in_process("infer", trained["checkpoint"], "long.wav", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("genre: low")
     assert "long.wav" in result.stderr and "12/12" in result.stderr and "windows" in result.stderr  # tqdm's bar
 
     sf.write(tmp_path / "short.wav", tone("low", 3), SR)  # a clip: an answer at once, no bar
-    short = run_cli("infer", str(trained["checkpoint"]), "short.wav", cwd=tmp_path)
+    short = cli_in_process("infer", trained["checkpoint"], "short.wav", cwd=tmp_path)
     assert short.returncode == 0 and short.stderr == ""

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 from helpers.audio import CLIP_S, GENRES, SR, tone
-from helpers.processes import Server, run_cli, wait_for_port
+from helpers.processes import Server, wait_for_port
 
 from music_genre_classification.models.classifier import GenreClassifier
 from music_genre_classification.palette import genre_colours
@@ -283,8 +283,8 @@ def test_two_workers_answer_503_while_loading_and_finish_requests_on_sigterm(tra
         server.stop()
 
 
-def test_bad_command_line_is_one_error_line(trained, tmp_path):
-    missing = run_cli("serve", "--model_path", "missing.ckpt", cwd=tmp_path, timeout=60)
+def test_bad_command_line_is_one_error_line(trained, tmp_path, cli_in_process):
+    missing = cli_in_process("serve", "--model_path", "missing.ckpt", cwd=tmp_path)  # the real process is next
     assert missing.returncode == 1 and missing.stderr.strip() == "error: missing.ckpt: no such checkpoint or folder"
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
     server = Server(tmp_path, "--model_path", "notes.ckpt")  # found before uvicorn starts

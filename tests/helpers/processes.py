@@ -1,7 +1,9 @@
 """The real commands in their own processes, as a user runs them: the CLI, `serve` on a free 127.0.0.1 port, the bot
-long polling a fake Bot API; and a folder in which this process has no more rights than an ordinary user."""
+long polling a fake Bot API; the CLI's main() in this process; and a folder in which this process has no more rights
+than an ordinary user."""
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import httpx
@@ -39,6 +42,51 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict | None = None) 
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "MGC_PROJECT_DIR": str(cwd), **(env or {})}
     command = [sys.executable, "-m", "music_genre_classification.commands", *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def run_in_process(*args: object, cwd: Path, env: dict | None = None, capfd=None) -> subprocess.CompletedProcess:
+    """`run_cli` in this process: `music-genre ARGS` through the CLI's own main() and sys.argv, with the working
+    directory, MGC_PROJECT_DIR and `env` that `run_cli` sets, and the same result. It spares a new process's imports
+    (Lightning, Hydra, MLflow: seconds each), so the tests run most commands this way, and keep a real process
+    (`run_cli`) per command for the entry point itself. Output is captured at the file descriptors with pytest's
+    `capfd`, else at sys.stdout and sys.stderr. An exception that escapes main() is what Python prints for it: a
+    traceback on stderr, exit code 1."""
+    import pytest
+    import torch
+
+    from music_genre_classification import commands, config
+
+    environment, threads = dict(os.environ), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        # main() moves the process's descriptor 2 to a pipe that drops the MP3 decoder's notes: not in pytest's process
+        patch.setattr(config, "drop_decoder_notes", lambda: None)
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", ["music-genre", *map(str, args)])
+        for key, value in {"MGC_PROJECT_DIR": str(cwd), **(env or {})}.items():
+            patch.setenv(key, value)
+        if capfd is not None:
+            capfd.readouterr()
+        else:
+            patch.setattr(sys, "stdout", out)
+            patch.setattr(sys, "stderr", err)
+        code = 0
+        try:
+            commands.main()
+        except SystemExit as exit:
+            if isinstance(exit.code, str):
+                print(exit.code, file=sys.stderr)
+            code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stdout, stderr = capfd.readouterr() if capfd is not None else (out.getvalue(), err.getvalue())
+    os.environ.clear()
+    os.environ.update(environment)  # what a command set for its process alone (MLflow's log level, its threads)
+    torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([str(a) for a in args], code, stdout, stderr)
 
 
 class Server:
