@@ -1,6 +1,7 @@
 """Telegram bot: send a song, get its genre. Long polling with python-telegram-bot; inference off the event loop."""
 
 import asyncio
+import functools
 import html
 import logging
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 from music_genre_classification.config import UserError, latest_model
 from music_genre_classification.data.audio import AUDIO_EXTENSIONS, AudioError
 from music_genre_classification.models.classifier import GenreClassifier, Prediction
+from music_genre_classification.models.tags import format_tags
 
 log = logging.getLogger("music_genre_classification.serving.bot")
 
@@ -41,6 +43,8 @@ def format_reply(prediction: Prediction, bar_width: int = 12) -> str:
             f"<b>Not sure</b> ({_clock(prediction.duration_s)}): this does not sound like music "
             f"({html.escape(prediction.not_music)}). The closest genre would be {html.escape(prediction.genre)}."
         )
+    if prediction.tags and prediction.music:  # moods, eras, instruments of the audio (musicnn), beside the genre
+        text += f"\nTags: {html.escape(format_tags(prediction.tags))}"
     if len(prediction.segments) > 1:
         shown = prediction.segments[:MAX_TIMELINE_ROWS]
         lines = [
@@ -88,8 +92,15 @@ class RateLimit:
 
 
 class GenreBot:
-    def __init__(self, classifier: GenreClassifier, max_file_mb: float, files_per_minute: int = 5, workers: int = 2):
-        self.classifier, self.max_file_mb = classifier, max_file_mb
+    def __init__(
+        self,
+        classifier: GenreClassifier,
+        max_file_mb: float,
+        files_per_minute: int = 5,
+        workers: int = 2,
+        tags: bool = False,
+    ):
+        self.classifier, self.max_file_mb, self.tags = classifier, max_file_mb, tags
         self.limit = RateLimit(files_per_minute)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genre")
 
@@ -139,7 +150,8 @@ class GenreBot:
                 log.warning("download of %s failed: %s", attachment.file_id, err)
                 return html.escape(f"I could not download {name} from Telegram ({err.message}).")
             try:
-                prediction = await asyncio.get_running_loop().run_in_executor(self.pool, self.classifier.predict, path)
+                job = functools.partial(self.classifier.predict, path, tags=self.tags)
+                prediction = await asyncio.get_running_loop().run_in_executor(self.pool, job)
             except AudioError as err:
                 log.info("%s: %s", name, err)
                 reason = str(err).replace(f"{path}: ", "").replace(str(path), name)  # no server paths in replies
@@ -234,11 +246,13 @@ def run_bot(
     local_mode: bool = False,
     max_file_mb: float | None = None,
     files_per_minute: int = 5,
+    tags: bool = False,
 ) -> None:
     """Telegram bot (long polling) answering with the genre of the songs users send.
 
     Token from --token or TELEGRAM_BOT_TOKEN; --base_url for a self-hosted server;
-    --model_path: default the latest trained model, outputs/model_full.ckpt of the project.
+    --model_path: default the latest trained model, outputs/model_full.ckpt of the project;
+    --tags: each reply also gives the song's top tags (moods, eras, instruments, styles) from musicnn.
 
     The `bot` command: load the model once, then answer messages until Ctrl+C or SIGTERM."""
     token = token or os.environ.get("TELEGRAM_BOT_TOKEN")
@@ -250,7 +264,7 @@ def run_bot(
     if max_file_mb is None:
         max_file_mb = LOCAL_SERVER_LIMIT_MB if local_mode else TELEGRAM_DOWNLOAD_LIMIT_MB
     asyncio.run(_check_token(str(token), base_url))
-    genre_bot = GenreBot(classifier, max_file_mb, files_per_minute)
+    genre_bot = GenreBot(classifier, max_file_mb, files_per_minute, tags=tags)
     try:
         build_application(genre_bot, str(token), base_url, base_file_url, local_mode).run_polling()
     finally:

@@ -8,6 +8,8 @@ from helpers.audio import CLIP_S, GENRES, SR, encode, needs_espeak, speech, tone
 from helpers.fake_telegram import FakeBotAPI
 from helpers.processes import REPO, bot_process, run_cli
 
+from music_genre_classification.models.musicnn import MSD_TAGS
+
 FILES_PER_MINUTE = 3
 
 
@@ -29,7 +31,7 @@ def bars(reply: str) -> dict[str, int]:
 def bot(trained, tmp_path_factory):
     """`commands bot` in its own process, its temporary files in a folder of its own."""
     tmp = tmp_path_factory.mktemp("bot_tmp")
-    with bot_process(trained["checkpoint"], tmp, "--files_per_minute", str(FILES_PER_MINUTE)) as api:
+    with bot_process(trained["checkpoint"], tmp, "--files_per_minute", str(FILES_PER_MINUTE), "--tags") as api:
         yield api, tmp
 
 
@@ -50,6 +52,8 @@ def test_mp3_document_gets_genre_and_every_probability(bot):
     assert list(percents) == sorted(percents, key=percents.get, reverse=True) and set(percents) == set(GENRES)
     assert abs(sum(percents.values()) - 100) <= len(GENRES)  # rounding
     assert "Timeline" not in reply  # 10 s: one window
+    tags = re.search(r"^Tags: (.+)$", reply, re.M).group(1).split(", ")  # --tags: musicnn's top tags of the audio
+    assert len(tags) == 5 and all(t.rsplit(" ", 1)[0] in MSD_TAGS and 0 < float(t.rsplit(" ", 1)[1]) < 1 for t in tags)
     assert api.sent(102, "sendChatAction"), "the user sees that the bot is working"
 
 
@@ -133,7 +137,7 @@ def test_speech_gets_not_sure_instead_of_a_genre(bot, tmp_path):
     api.send((700, {"document": {**file, "file_name": "news.wav", "mime_type": "audio/wav"}}))
     reply = api.replies(700)[0]
     assert reply.startswith("<b>Not sure</b>") and "does not sound like music (speech-like)" in reply
-    assert "<pre>" not in reply  # no bars that would read as a verdict
+    assert "<pre>" not in reply and "Tags:" not in reply  # no bars or tags that would read as a verdict
     song = api.add_file(mp3("mid", seed=3), "documents/song_700.mp3")
     api.send((701, {"document": {**song, "file_name": "song.mp3", "mime_type": "audio/mpeg"}}))
     assert genre_of(api.replies(701)[0]) == "mid" and "Not sure" not in api.replies(701)[0]

@@ -93,6 +93,9 @@ def test_a_clip_shows_its_genre_and_a_bar_per_genre(server, browser, shots, real
     assert bars == pytest.approx(expected["probabilities"]) and set(bars) == set(GENRES)
     assert browser.find_element(By.CSS_SELECTOR, "#bars .bar.top").get_attribute("data-genre") == genre
     assert not browser.find_element(By.ID, "timeline-box").is_displayed()  # one window: no timeline
+    tagged = httpx.post(f"{server.url}/predict?tags=true", files={"file": (clip.name, clip.read_bytes())}, timeout=60)
+    shown = [f"{t['tag']} {round(100 * t['probability'])}%" for t in tagged.json()["tags"]]
+    assert browser.find_element(By.ID, "tags").text == "Tags: " + " · ".join(shown)  # musicnn's tags of the audio
     browser.save_screenshot(str(shots / "clip.png"))
 
 
