@@ -2,7 +2,7 @@
 k nearest training clips (cosine, faiss) in a library table made by `embed` over the clips' spectrograms.
 
 python -m studies.neighbours --index library.parquet --model_path model.ckpt [--k 5] \
-    [--output docs/results/neighbours.md]
+    [--output docs/results/neighbours.md]   (several: --index a.parquet,b.parquet --model_path a.ckpt,b.ckpt)
 """
 
 from collections import Counter
@@ -52,18 +52,28 @@ def neighbour_agreement(index: str, model_path: str, k: int = 5, query_part: str
 
 
 def main(index: str, model_path: str, k: int = 5, part: str = "test", output: str | None = None) -> None:
-    result = neighbour_agreement(index, model_path, k, part)
+    """INDEX and MODEL_PATH may each name several tables and their checkpoints, comma-separated, in the same order:
+    one row per model, on the same clips when the checkpoints share a split."""
+
+    def names(value) -> list[str]:  # Fire reads "a,b" as a tuple
+        return [n for v in ([value] if isinstance(value, str) else value) for n in str(v).split(",")]
+
+    pairs = list(zip(names(index), names(model_path), strict=True))
+    header = ["model", f"{part} clips", "train clips", "k", "share the genre", "majority vote right", "model accuracy"]
+    rows = []
     with Results(output, "neighbours") as results:
-        print(
-            f"{result['queries']} {part} clips, their {k} nearest of {result['train']} train clips: "
-            f"{result['same_genre']:.3f} share the genre; majority vote right {result['knn_accuracy']:.3f} "
-            f"(the model's own accuracy on them: {result['model_accuracy']:.3f})"
-        )
-        header = [f"{part} clips", "train clips", "k", "share the genre", "majority vote right", "model accuracy"]
-        row = [result["queries"], result["train"], k, f"{result['same_genre']:.3f}", f"{result['knn_accuracy']:.3f}"]
-        results.table(
-            f"Nearest train clips of the {part} clips ({index}):", header, [[*row, f"{result['model_accuracy']:.3f}"]]
-        )
+        for table, checkpoint in pairs:
+            result = neighbour_agreement(table, checkpoint, k, part)
+            kind = load_checkpoint(checkpoint)["hyper_parameters"].get("kind", "cnn")
+            print(
+                f"{kind}: {result['queries']} {part} clips, their {k} nearest of {result['train']} train clips: "
+                f"{result['same_genre']:.3f} share the genre; majority vote right {result['knn_accuracy']:.3f} "
+                f"(the model's own accuracy on them: {result['model_accuracy']:.3f})"
+            )
+            row = [kind, result["queries"], result["train"], k, f"{result['same_genre']:.3f}"]
+            rows.append([*row, f"{result['knn_accuracy']:.3f}", f"{result['model_accuracy']:.3f}"])
+        title = f"Nearest train clips of the {part} clips (cosine of the embeddings `embed` stored):"
+        results.table(title, header, rows)
 
 
 if __name__ == "__main__":
