@@ -14,7 +14,9 @@ from music_genre_classification.models.lightning_module import GenreModule
 
 MODELS = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml") if not p.stem.startswith("_"))
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
-NETWORKS = [m for m in MODELS if not m.startswith("features_")]
+NETWORKS = [
+    m for m in MODELS if "- _network" in (CONFIG_DIR / "model" / f"{m}.yaml").read_text()
+]  # trained in Lightning
 
 
 def composed(*overrides: str):
