@@ -152,7 +152,8 @@ def test_embed_and_similar_compare_the_embedding_the_probe_reads(audio_probe, tm
     result = run_in_process("embed", checkpoint, root, table, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     tracks = read_library(table)
-    dim = {"penultimate": 200, "mean_pool": 753}[load_checkpoint(checkpoint)["hyper_parameters"]["embedding"]]
+    embedding = load_checkpoint(checkpoint)["hyper_parameters"]["embedding"]  # the latest train of this module's
+    dim = {"penultimate": 200, "mean_pool": 753, "max_pool": 753, "mean_max": 2 * 753}[embedding]
     assert tracks.embeddings.shape == (3 * 6, dim) and np.isfinite(tracks.embeddings).all()
     assert tracks.genres == tracks.labels  # the probe gets every clip of its own training set right
     query = str(root / "high" / "high.00001.wav")
