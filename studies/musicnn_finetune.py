@@ -7,8 +7,8 @@ fine-tuning budget is small (the musicnn front end costs ~0.3 CPU-seconds per 10
 (40 epochs, ~11 min) and `--probe` the frozen backbone's probe (model=musicnn_probe, mean_pool, C 0.1; ~6 min to
 embed the clips unless `--cache_dir` holds them) as like-for-like rows.
 
-python -m studies.musicnn_finetune [--output docs/results/musicnn_finetune.md] [--work DIR] [--epochs 5]
-    [--freeze_epochs 1] [--crops_per_clip 1] [--frame_rate native] [--cnn] [--probe] [--cache_dir DIR]
+python -m studies.musicnn_finetune [--output docs/results/musicnn_finetune.md] [--work DIR] [--epochs 6]
+    [--freeze_epochs 1] [--crops_per_clip 2] [--frame_rate native] [--cnn] [--probe] [--cache_dir DIR]
 """
 
 import contextlib
@@ -56,11 +56,11 @@ def row(name: str, settings: str, r: dict) -> list[str]:
 def main(
     output: str | None = None,
     work: str | None = None,
-    epochs: int = 5,
+    epochs: int = 6,
     freeze_epochs: int = 1,
-    crops_per_clip: int = 1,
+    crops_per_clip: int = 2,
     batch_size: int = 16,
-    lr: float = 0.003,
+    lr: float = 0.01,
     backbone_lr: float = 0.1,
     frame_rate: str = "native",
     cnn: bool = False,

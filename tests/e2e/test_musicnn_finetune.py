@@ -1,5 +1,5 @@
-"""model=musicnn through the real CLI: a tiny fine-tuning run gives an ordinary network checkpoint that `infer` and
-`embed` read on real audio files, holding the fine-tuned backbone but none of the adapter's fixed matrices."""
+"""model=musicnn through the real CLI: a tiny fine-tuning run gives an ordinary network checkpoint that `test`,
+`infer` and `embed` read on real audio files, holding the fine-tuned backbone but none of the adapter's fixed matrices."""
 
 import json
 
@@ -49,8 +49,10 @@ def test_the_checkpoint_is_a_network_checkpoint_with_the_fine_tuned_backbone(fin
     assert not any(k.startswith(("net.bands.", "net.backbone.output.", "net.backbone.dense.")) for k in keys)
 
 
-def test_infer_and_embed_read_it_on_real_audio(finetuned, synthetic_gtzan, cli_in_process):
+def test_test_infer_and_embed_read_it_on_real_audio(finetuned, synthetic_gtzan, cli_in_process):
     work = finetuned["work"]
+    result = cli_in_process("test", finetuned["checkpoint"], cwd=work)
+    assert result.returncode == 0 and "accuracy" in result.stdout, result.stderr[-2000:]
     clip = next((synthetic_gtzan / "high").glob("*.wav"))
     result = cli_in_process("infer", finetuned["checkpoint"], clip, cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
