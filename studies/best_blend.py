@@ -112,8 +112,10 @@ def main(checkpoints: str, test: str | None = None, output: str | None = None) -
         results.table(
             f"Out of fold: the {len(labels)} train-list clips, each scored by the models of its fold (trained on the "
             "other 3 folds, artists never heard); every combination of the candidates with the weights (in brackets) "
-            "and temperature T that `ensemble` chooses on these clips; ECE before / after T (15 bins), and in "
-            "brackets what a perfectly calibrated model would show on as many clips:",
+            "and temperature T that `ensemble` chooses on these clips (each member through its own temperature "
+            "first); ECE before / after T (15 bins), and in brackets what a perfectly calibrated model would show on "
+            "as many clips. The musicnn backbone was trained on Million Song Dataset previews, which probably include "
+            "some GTZAN artists:",
             ["models (weights)", "accuracy", "macro-F1", "log loss", "ECE before / after T (calibrated)", "T"],
             rows,
         )
@@ -124,7 +126,8 @@ def main(checkpoints: str, test: str | None = None, output: str | None = None) -
             ratio = cal["ece_after"] / cal["ece_if_calibrated"]
             results.table(
                 f"Test, the fault-filtered part ({r['bootstrap']['units']} artists never heard; 95% bootstrap "
-                "intervals over artists), scored once by `test` on the chosen ensemble:",
+                "intervals over artists), scored once by `test` on the chosen ensemble (the same caveat on the "
+                "probe's MSD previews):",
                 ["clips", "accuracy", "macro-F1", "ECE before / after T", "calibrated model's ECE", "after / that"],
                 [
                     [
