@@ -25,11 +25,12 @@ from torch import nn
 from music_genre_classification.config import UserError
 from music_genre_classification.data.spectrogram import SpectrogramParams
 from music_genre_classification.models.architectures import GenreCNN1D, GenreCRNN, GenreLSTM, GenreResNet
+from music_genre_classification.models.musicnn_classifier import GenreMusicnn
 from music_genre_classification.models.networks import GenreCNN, MelBaseline
 
 NETWORKS: dict[str, type[nn.Module]] = {
     f"{cls.__module__}.{cls.__qualname__}": cls
-    for cls in (GenreCNN, MelBaseline, GenreCNN1D, GenreCRNN, GenreLSTM, GenreResNet)
+    for cls in (GenreCNN, MelBaseline, GenreCNN1D, GenreCRNN, GenreLSTM, GenreResNet, GenreMusicnn)
 }
 MAX_NETWORK_VALUES = 200_000_000  # parameters and buffers (800 MB as float32): far above any network of `model=`
 MAX_GENRES = 1000

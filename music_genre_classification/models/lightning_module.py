@@ -108,6 +108,7 @@ class GenreModule(L.LightningModule):
         gain: float = 0.0,
         tilt: float = 0.0,
         stretch: float = 0.0,
+        backbone_lr: float = 1.0,
     ):
         """`net` is the model's Hydra config; `spectrogram`, `genres` and `run_config` travel in the checkpoint.
 
@@ -117,20 +118,29 @@ class GenreModule(L.LightningModule):
 
         `class_weights`: "balanced" (inverse genre frequency in the train part, as scikit-learn's) or one weight
         per genre for the cross-entropy; `init_from`: a CNN checkpoint whose weights start training (fine-tuning),
-        its head kept if its genres are these, else a new one; `freeze_epochs`: epochs training only the head.
+        its head kept if its genres are these, else a new one; `freeze_epochs`: epochs training only the head (of a
+        network that starts trained: init_from, or a pretrained backbone such as model=musicnn's); `backbone_lr`: the
+        learning rate of everything but the head, as a fraction of the optimizer's (fine-tuning: e.g. 0.1).
         """
         super().__init__()
         self.save_hyperparameters(logger=False)
         check_class_weights(class_weights, len(genres))
         if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
             raise ValueError(f"model.freeze_epochs must be a whole number >= 0, not {freeze_epochs!r}")
-        if freeze_epochs and not init_from:
-            raise ValueError("model.freeze_epochs needs model.init_from (a trained checkpoint to start from)")
+        if isinstance(backbone_lr, bool) or not isinstance(backbone_lr, int | float) or not 0 < backbone_lr <= 1:
+            raise ValueError(f"model.backbone_lr must be a fraction in (0, 1] of the rate, not {backbone_lr!r}")
         self.net = build_network(net, n_genres=len(genres))
+        if freeze_epochs and not (init_from or getattr(self.net, "pretrained", False)):
+            raise ValueError(
+                "model.freeze_epochs needs a network that starts trained: model.init_from (a checkpoint to start "
+                "from) or a pretrained backbone (model=musicnn)"
+            )
         if init_from:
             load_pretrained(self.net, init_from, net, genres, spectrogram)
-        # channels_last: ~1.3x faster convolutions on a CPU (and the layout GPU tensor cores want)
-        self.net = self.net.to(memory_format=torch.channels_last)
+        # channels_last: ~1.3x faster convolutions on a CPU (and the layout GPU tensor cores want); not for a network
+        # that says otherwise (musicnn's one-channel convolutions over wide maps train 2x slower in it)
+        if getattr(self.net, "channels_last", True):
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.loss_weights: torch.Tensor | None = None
         # an exponential moving average of the weights (and BatchNorm statistics) for val and the checkpoint
         self.ema_net = (
@@ -219,8 +229,16 @@ class GenreModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._store_confusion("val")
 
+    def parameter_groups(self) -> list[dict]:
+        """The head's parameters, then the rest's (the backbone, learning at `backbone_lr` times the rate)."""
+        head = {id(p) for p in self.net.head.parameters()}
+        groups = [[p for p in self.parameters() if id(p) in head], [p for p in self.parameters() if id(p) not in head]]
+        return [{"params": params} for params in groups if params]
+
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(self.parameters())
+        optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(self.parameter_groups())
+        for group in optimizer.param_groups[1:]:  # the backbone's, before the schedule records its starting rates
+            group["lr"] *= self.hparams.get("backbone_lr", 1.0)
         schedule = dict(self.hparams.scheduler or {})
         if not schedule.get("_target_"):
             return optimizer

@@ -65,6 +65,11 @@ def as_params(params: dict | SpectrogramParams) -> SpectrogramParams:
 def mel_map(params: SpectrogramParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Step 3's matrices: the mel bank's pseudo-inverse (bins, n_mels), the resampling of the frequency axis to the
     16 kHz STFT's bins (257, bins) and musicnn's mel bank (96, 257)."""
+    with torch.device("cpu"):  # plain matrices, even where networks are being sized on the meta device
+        return _mel_map(params)
+
+
+def _mel_map(params: SpectrogramParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_bins = params.n_fft // 2 + 1
     stored_bank = AF.melscale_fbanks(
         n_bins, 0.0, params.sample_rate / 2, params.n_mels, params.sample_rate, "slaney", "slaney"
@@ -93,6 +98,26 @@ def column_seconds(columns: int, params: SpectrogramParams) -> np.ndarray:
     return frames * params.hop_length / params.sample_rate
 
 
+class MusicnnBands(nn.Module):
+    """Steps 1-3 in torch, differentiable: stored log-mel [..., n_mels, columns] in [0, 1] -> musicnn's log-mel bands
+    [..., 96, columns], column for column (the time axis is left as it is). The matrices are buffers made from the
+    spectrogram description, never stored in a checkpoint; `dtype` float64 gives the fixed adapter's numbers."""
+
+    def __init__(
+        self, params: dict | SpectrogramParams, reference_db: float = REFERENCE_DB, dtype: torch.dtype = torch.float32
+    ) -> None:
+        super().__init__()
+        self.params, self.reference_db = as_params(params), reference_db
+        inverse, resample, bank = mel_map(self.params)
+        self.register_buffer("inverse", torch.as_tensor(inverse, dtype=dtype), persistent=False)  # (bins, n_mels)
+        self.register_buffer("to_bands", torch.as_tensor(bank @ resample, dtype=dtype), persistent=False)  # (96, bins)
+
+    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        db = (spectrogram.to(self.inverse.dtype).clamp(0.0, 1.0) - 1.0) * self.params.top_db + self.reference_db
+        linear = (self.inverse @ torch.pow(10.0, db / 10.0)).clamp_min(0.0)  # (..., bins, columns)
+        return torch.log10(1.0 + LOG_GAIN * (self.to_bands @ linear))
+
+
 def spectrogram_to_musicnn_mel(
     spectrogram: np.ndarray | torch.Tensor, params: dict | SpectrogramParams, reference_db: float = REFERENCE_DB
 ) -> np.ndarray:
@@ -102,11 +127,7 @@ def spectrogram_to_musicnn_mel(
     spec = spectrogram.detach().cpu().numpy() if isinstance(spectrogram, torch.Tensor) else np.asarray(spectrogram)
     if spec.ndim != 2 or spec.shape[0] != params.n_mels:
         raise ValueError(f"a spectrogram of {params.n_mels} mel bands [n_mels, columns], not shape {spec.shape}")
-    db = (np.clip(spec.astype(np.float64), 0.0, 1.0) - 1.0) * params.top_db + reference_db
-    inverse, resample, bank = mel_map(params)
-    linear = np.clip(inverse @ (10.0 ** (db / 10.0)), 0.0, None)  # (bins, columns)
-    mel = bank @ (resample @ linear)  # (96, columns)
-    log_mel = np.log10(1.0 + LOG_GAIN * mel)
+    log_mel = MusicnnBands(params, reference_db, torch.float64)(torch.from_numpy(spec.astype(np.float64))).numpy()
     seconds = column_seconds(spec.shape[1], params)
     duration = spec.shape[1] / params.columns_per_second
     frame_seconds = np.arange(int(duration * FRAMES_PER_SECOND) + 1) / FRAMES_PER_SECOND

@@ -137,7 +137,7 @@ def for_inference(net: nn.Module) -> nn.Module:
                 if isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
                     module[i] = fuse_conv_bn_eval(layers[i], layers[i + 1])
                     module[i + 1] = nn.Identity()
-    return net.to(memory_format=torch.channels_last)
+    return net.to(memory_format=torch.channels_last) if getattr(net, "channels_last", True) else net
 
 
 def clip_probabilities(

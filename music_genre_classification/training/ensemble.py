@@ -80,6 +80,30 @@ def simplex_grid(members: int, step: float) -> np.ndarray:
     return np.array([np.diff([-1, *c, n + members - 1]) - 1 for c in cuts]) / n
 
 
+def out_of_fold(ckpts: list[dict], groups: list[list[int]], genres: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The genre of every val clip and each model's probabilities for it [G, clips, genres], scored by the members
+    of its own fold (`fold_groups`: G models per fold), none of which trained on it."""
+    members = [predictor(ckpt) for ckpt in ckpts]
+    EnsembleFrontEnd([m.front_end for m in members])  # the same windows of audio for all, or a one-line error
+    data_cfg = compose("test", []).data
+    labels, probs = [], []  # per fold: its members' probabilities [G, clips, genres] on its val clips
+    for group in groups:
+        fold_table = shared_split([ckpts[i] for i in group])[0]
+        scores = [clip_scores(ckpts[i], members[i], "val", {}, data_cfg, None, fold_table) for i in group]
+        ids = common_ids(scores)
+        labels.append(scores[0].aligned(ids, genres)[0])
+        probs.append(np.stack([s.aligned(ids, genres)[1] for s in scores]))
+    return np.concatenate(labels), np.concatenate(probs, axis=1)
+
+
+def blend_weights(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float]:
+    """The weights of G models' probabilities [G, clips, genres] with the lowest log loss over a simplex grid, and
+    the temperature of their blend, both fitted on these clips."""
+    grid = simplex_grid(len(probs), 0.05 if len(probs) <= 5 else 0.1)
+    weights = grid[int(log_loss(np.einsum("wm,mcg->wcg", grid, probs), labels).argmin())]
+    return weights, fit_temperature(np.einsum("m,mcg->cg", weights, probs), labels)
+
+
 def make_ensemble(checkpoints: str | list[str], output_path: str) -> dict:
     """One checkpoint averaging several models' probabilities (CNN and features alike), weights chosen on val.
 
@@ -106,22 +130,8 @@ def make_ensemble(checkpoints: str | list[str], output_path: str) -> dict:
     if len(groups) > 1:
         print(f"cross-fitted: {len(groups)} folds of {len(groups[0])} member(s); weights chosen on their val clips")
 
-    members = [predictor(ckpt) for ckpt in ckpts]
-    EnsembleFrontEnd([m.front_end for m in members])  # the same windows of audio for all, or a one-line error
-    data_cfg = compose("test", []).data
-    labels, probs = [], []  # per fold: its members' probabilities [G, clips, genres] on its val clips
-    for group in groups:
-        fold_table = shared_split([ckpts[i] for i in group])[0]
-        scores = [clip_scores(ckpts[i], members[i], "val", {}, data_cfg, None, fold_table) for i in group]
-        ids = common_ids(scores)
-        labels.append(scores[0].aligned(ids, genres)[0])
-        probs.append(np.stack([s.aligned(ids, genres)[1] for s in scores]))
-    labels, probs = np.concatenate(labels), np.concatenate(probs, axis=1)
-    grid = simplex_grid(len(groups[0]), 0.05 if len(groups[0]) <= 5 else 0.1)
-    losses = log_loss(np.einsum("wm,mcg->wcg", grid, probs), labels)
-    weights = grid[int(losses.argmin())]
-
-    temperature = fit_temperature(np.einsum("m,mcg->cg", weights, probs), labels)
+    labels, probs = out_of_fold(ckpts, groups, genres)
+    weights, temperature = blend_weights(probs, labels)
     blend = temperature_scaled(np.einsum("m,mcg->cg", weights, probs), temperature)
     val, *members_val = [
         {f"val/{k}": v for k, v in metrics(p, labels, genres).items() if k != "confusion"} for p in (blend, *probs)
@@ -139,7 +149,7 @@ def make_ensemble(checkpoints: str | list[str], output_path: str) -> dict:
     ensemble = {"hyper_parameters": hyper_parameters, "members": stored, "split_table": table, "val_metrics": val}
     torch.save(ensemble, output)
 
-    print(f"val: {len(labels)} clips; weights chosen by the lowest val log loss over a grid of {len(grid)}")
+    print(f"val: {len(labels)} clips; weights chosen by the lowest val log loss over a simplex grid")
     for i, m in zip(groups[0], members_val):
         what = f"{checkpoints[i]} ({describe(ckpts[i])})" + (" and its other folds" if len(groups) > 1 else "")
         print(

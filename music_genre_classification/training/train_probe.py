@@ -114,7 +114,13 @@ def train_probe(cfg: DictConfig, run: Run) -> dict:
         tried.append((params, oof, scores))
         if len(candidates) > 1:
             print(f"grid {params}: out-of-fold acc {scores['acc']:.4f}, log loss {scores['loss']:.4f}")
-    params, oof, cv = max(tried, key=lambda t: (t[2].get("acc", 0), -t[2].get("loss", 0)))  # first of equals
+    select = str(cfg.model.get("select", "acc"))
+    if select not in ("acc", "loss"):
+        raise UserError(f"model.select must be acc or loss, not {select!r}")
+    if select == "loss":  # the best probabilities (what a blend and the temperature work with)
+        params, oof, cv = min(tried, key=lambda t: t[2].get("loss", 0))  # first of equals
+    else:
+        params, oof, cv = max(tried, key=lambda t: (t[2].get("acc", 0), -t[2].get("loss", 0)))
     embedding = params.get("embedding", cfg.model.embedding)
     rows, row_labels, _ = window_table(data, ids, labels, embedding)
     head = fitted_head(cfg, params, rows, row_labels)

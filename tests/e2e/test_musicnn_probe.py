@@ -3,8 +3,11 @@ checkpoint's route used by every consumer (serve, embed and similar, the bot's r
 what it may not."""
 
 import asyncio
+import csv
 import json
+import re
 import signal
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -12,7 +15,7 @@ import pytest
 import torch
 from helpers.audio import GENRES, SR, write_gtzan
 from helpers.fake_telegram import TOKEN, FakeBotAPI
-from helpers.processes import Server, run_cli, run_in_process
+from helpers.processes import TRAIN_ARGS, Server, run_cli, run_in_process
 
 from music_genre_classification.config import UserError, compose
 from music_genre_classification.data.audio import AudioError
@@ -183,3 +186,35 @@ def test_the_bot_replies_with_the_probes_genre(audio_probe):
     with FakeBotAPI() as api:
         reply = asyncio.run(converse(api))
     assert reply.startswith("<b>mid</b>") and "Tags: " in reply, reply
+
+
+def test_a_cross_fitted_ensemble_blends_each_folds_probe_with_its_cnn(audio_probe, tmp_path, cli_in_process):
+    """The mechanism of `train experiment=best` with a probe member: per fold a CNN and a probe on the same split
+    fold (the probe's val part is the fold's val clips, its temperature fitted on its train part out of fold), then
+    one ensemble whose weights and temperature come from every out-of-fold clip."""
+    folder = write_spectrogram_folder(audio_probe["root"], tmp_path / "specs")  # one front end for both kinds
+    cnn = " ".join(a for a in TRAIN_ARGS if a.startswith("model.")) + " model.net.channels=[8,16]"
+    grid = "model.grid.embedding=[mean_pool] model.grid.classifier__C=[0.001,1.0] model.select=loss"
+    probe = f"model=musicnn_probe {grid} model.cache_dir={tmp_path / 'cache'}"
+    members = f"members=['{cnn} split.fold=0','{probe} split.fold=0','{cnn} split.fold=1','{probe} split.fold=1']"
+    args = [a for a in TRAIN_ARGS if not a.startswith(("model.", "trainer.max_epochs"))] + ["trainer.max_epochs=3"]
+    split = ["split.seed=42", "split.folds=2", "~logger", f"datamodule.root={folder}"]
+    result = cli_in_process("train", *args, *split, members, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "cross-fitted: 2 folds of 2 member(s)" in result.stdout and "training time:" in result.stdout
+    blend = load_checkpoint(tmp_path / "outputs" / "model_full.ckpt")
+    kinds = [checkpoint_kind(m) for m in blend["members"]]
+    assert kinds == ["cnn", "musicnn_probe"] * 2
+    vals = [{r["clip"] for r in m["split_table"] if r["part"] == "val"} for m in blend["members"]]
+    assert vals[0] == vals[1] and vals[2] == vals[3] and vals[0] and not vals[0] & vals[2]
+    assert all(m["hyper_parameters"]["temperature"] > 0 for m in blend["members"])
+    for probe_run in re.findall(r"run directory: +(\S+)", result.stdout)[1::2]:  # select=loss: the grid's lowest
+        grid_rows = list(csv.DictReader(open(Path(probe_run) / "grid.csv")))
+        lowest = min(grid_rows, key=lambda row: float(row["cv_loss"]))
+        chosen = load_checkpoint(Path(probe_run) / "checkpoints" / "model.ckpt")["hyper_parameters"]["chosen"]
+        assert chosen["classifier__C"] == float(lowest["classifier__C"])
+    weights = blend["hyper_parameters"]["weights"]
+    assert weights[0] == weights[2] and weights[1] == weights[3] and sum(weights) == pytest.approx(1)
+    assert blend["val_metrics"]["val/acc"] >= 0.6  # every out-of-fold clip, scored by its own fold's members
+    result = cli_in_process("test", "outputs/model_full.ckpt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]

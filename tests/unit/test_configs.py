@@ -59,7 +59,7 @@ def test_every_experiment_composes_and_builds(name):
 def test_network_configs_share_the_default_optimizer_and_schedule(name):
     model = composed(f"model={name}").model
     assert model.optimizer._target_ == "torch.optim.AdamW"
-    assert model.optimizer.lr == (0.01 if name == "baseline" else 0.001)
+    assert model.optimizer.lr == (0.01 if name in ("baseline", "musicnn") else 0.001)
     assert model.optimizer.weight_decay == 0.0001
     assert model.scheduler._target_ == "torch.optim.lr_scheduler.CosineAnnealingLR"
 
