@@ -34,6 +34,7 @@ COMMANDS = {  # command -> "module:function" below PACKAGE
     "similar": "serving.similar:run_similar",
     "map": "serving.library_map:run_map",
     "fma_manifest": "data.collection:fma_manifest",
+    "musicnn_convert": "models.musicnn_convert:run_musicnn_convert",
 }
 HELP = {"-h", "--help"}
 
@@ -73,7 +74,7 @@ def _listing() -> str:
         module, _, function = target.partition(":")
         tree = ast.parse((Path(__file__).parent / f"{module.replace('.', '/')}.py").read_text())
         node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
-        lines.append(f"  {name:<13} {(ast.get_docstring(node) or '').splitlines()[0]}")
+        lines.append(f"  {name:<16} {(ast.get_docstring(node) or '').splitlines()[0]}")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ python -m studies.musicnn_adapter [--folds 4] [--mel_steps 300] [--steps 120] [-
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import fire
@@ -35,6 +36,18 @@ from music_genre_classification.training.musicnn_adapter import (
     train_learned_adapter,
 )
 from studies.results import Results
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What both parts of the study share: the data, its artist-disjoint folds and how the adapters are trained."""
+
+    folds: int = 4
+    mel_steps: int = MEL_STEPS
+    steps: int = STEPS
+    seed: int = 0
+    root: str = "data/dataset"
+    max_folds: int | None = None  # the first folds only (a quick run)
 
 
 def pooled(outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -76,17 +89,10 @@ def summary(rows: list[dict]) -> list[str]:
     return cells
 
 
-def run(
-    folds: int = 4,
-    mel_steps: int = MEL_STEPS,
-    steps: int = STEPS,
-    seed: int = 0,
-    root: str = "data/dataset",
-    max_folds: int | None = None,
-) -> tuple[list[AdapterPair], dict[str, list[dict]], dict]:
+def run(plan: Plan) -> tuple[list[AdapterPair], dict[str, list[dict]], dict]:
     backbone = load_musicnn("msd")
     start = time.time()
-    pairs = adapter_pairs(root)
+    pairs = adapter_pairs(plan.root)
     add_audio_outputs(pairs, backbone)
     print(
         f"{len(pairs)} clips with audio and a spectrogram ({sum(p.full for p in pairs)} whole), "
@@ -94,7 +100,7 @@ def run(
     )
     audio = {p.clip: pooled(p.audio_outputs) for p in pairs}
     centre = {name: torch.stack([audio[c][name] for c in audio]).mean(0) for name in OUTPUTS}
-    fold_of = folds_of({p.clip: p.genre for p in pairs}, read_artists("GTZANindex.txt"), folds, seed)
+    fold_of = folds_of({p.clip: p.genre for p in pairs}, read_artists("GTZANindex.txt"), plan.folds, plan.seed)
     variants = ["fixed", "learned", "learned, log-mel loss only"]
     rows: dict[str, list[dict]] = {v: [] for v in variants}
     for pair in pairs:
@@ -103,11 +109,11 @@ def run(
             {"clip": pair.clip, "full": pair.full, "fold": fold_of[pair.clip]}
             | agreement(pooled(outputs), audio[pair.clip], centre)
         )
-    for fold in range(folds if max_folds is None else min(max_folds, folds)):
+    for fold in range(plan.folds if plan.max_folds is None else min(plan.max_folds, plan.folds)):
         train = [p for p in pairs if fold_of[p.clip] != fold]
         held = [p for p in pairs if fold_of[p.clip] == fold]
         start = time.time()
-        mel_model, learned = train_learned_adapter(train, backbone, mel_steps, steps, seed)
+        mel_model, learned = train_learned_adapter(train, backbone, plan.mel_steps, plan.steps, plan.seed)
         trained = time.time() - start
         for variant, model in (("learned", learned), ("learned, log-mel loss only", mel_model)):
             with torch.no_grad():
@@ -129,16 +135,7 @@ def run(
     return pairs, rows, fold_of
 
 
-def probe_comparison(
-    results: Results,
-    root: str = "data/dataset",
-    folds: int = 4,
-    mel_steps: int = MEL_STEPS,
-    steps: int = STEPS,
-    seed: int = 0,
-    max_patches: int = 3,
-    save_adapter: str | None = None,
-) -> None:
+def probe_comparison(results: Results, plan: Plan, max_patches: int = 3, save_adapter: str | None = None) -> None:
     """A logistic regression on the pooled MSD embeddings of the train list's spectrograms, through the fixed and
     through a learned adapter trained on the train list's clips with audio only; artist-disjoint folds of the train
     list, each fold's clips scored by a probe of the other folds, the clips the adapter saw excluded from the scores.
@@ -147,14 +144,14 @@ def probe_comparison(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    backbone, root_path = load_musicnn("msd"), Path(root)
+    folds, backbone, root_path = plan.folds, load_musicnn("msd"), Path(plan.root)
     start = time.time()
-    adapter_clips = adapter_pairs(root, only="train_filtered.txt")
-    _, adapter = train_learned_adapter(adapter_clips, backbone, mel_steps, steps, seed)
+    adapter_clips = adapter_pairs(plan.root, only="train_filtered.txt")
+    _, adapter = train_learned_adapter(adapter_clips, backbone, plan.mel_steps, plan.steps, plan.seed)
     seen = {p.clip for p in adapter_clips}
     if save_adapter:
-        meta = {"clips": str(len(seen)), "only": "train_filtered.txt", "mel_steps": str(mel_steps), "steps": str(steps)}
-        save_learned_adapter(adapter, save_adapter, meta | {"seed": str(seed)})
+        meta = {"clips": str(len(seen)), "only": "train_filtered.txt", "mel_steps": str(plan.mel_steps)}
+        save_learned_adapter(adapter, save_adapter, meta | {"steps": str(plan.steps), "seed": str(plan.seed)})
     print(f"probe: adapter trained on the {len(seen)} train-list clips with audio in {time.time() - start:.0f} s")
     params = json.loads((root_path / "spectrograms" / "params.json").read_text())
     clips = [c.removesuffix(".wav") for c in read_list("train_filtered.txt")]
@@ -172,7 +169,7 @@ def probe_comparison(
                     features[route].setdefault(name, []).append(getattr(out, name).numpy())
     print(f"probe: {len(clips)} train-list clips embedded ({max_patches} patches each) in {time.time() - start:.0f} s")
     genres = np.array([c.split("/")[0] for c in clips])
-    fold_of = folds_of(dict(zip(clips, genres)), read_artists("GTZANindex.txt"), folds, seed)
+    fold_of = folds_of(dict(zip(clips, genres)), read_artists("GTZANindex.txt"), folds, plan.seed)
     fold = np.array([fold_of[c] for c in clips])
     scored = np.array([c not in seen for c in clips])
     rows = []
@@ -198,10 +195,8 @@ def probe_comparison(
     )
 
 
-def fold_study(
-    results: Results, folds: int, mel_steps: int, steps: int, seed: int, root: str, max_folds: int | None
-) -> None:
-    pairs, rows, fold_of = run(folds, mel_steps, steps, seed, root, max_folds)
+def fold_study(results: Results, plan: Plan) -> None:
+    pairs, rows, fold_of = run(plan)
     header = ["adapter", "clips", "penultimate", "mean-pool", "max-pool", "top tag agrees", "top-5 overlap"]
     for caption, keep in (
         ("Held-back clips (out of fold), all", lambda r: True),
@@ -267,11 +262,12 @@ def main(
     logistic-regression probe on the train list's spectrograms through either adapter (`--save_adapter PATH`
     keeps the adapter it trains on the train list's clips alone)."""
     torch.set_num_threads(threads)
+    plan = Plan(folds, mel_steps, steps, seed, root, max_folds)
     with Results(output, "musicnn_adapter") as results:
         if adapter_folds:
-            fold_study(results, folds, mel_steps, steps, seed, root, max_folds)
+            fold_study(results, plan)
         if probe:
-            probe_comparison(results, root, folds, mel_steps, steps, seed, save_adapter=save_adapter)
+            probe_comparison(results, plan, save_adapter=save_adapter)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Convert musicnn's TensorFlow checkpoints (from the musicnn 0.1.0 wheel) to safetensors, without TensorFlow.
 
-    python -m music_genre_classification.models.musicnn_convert musicnn-0.1.0-py3-none-any.whl OUTDIR
+    music-genre musicnn_convert musicnn-0.1.0-py3-none-any.whl OUTPUT_DIR
 
 (the wheel: `pip download --no-deps musicnn==0.1.0`; a folder where it was unpacked works too). Writes
 `musicnn_msd.safetensors` and `musicnn_mtt.safetensors`: the model's weights and batch-norm statistics only, not the
@@ -13,7 +13,6 @@ size) pointing into the `.data-00000-of-00001` file, which holds the raw little-
 
 import json
 import struct
-import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from music_genre_classification.config import UserError
 from music_genre_classification.models.musicnn import TAGS, MusicnnNetwork, weights_path
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -161,11 +161,11 @@ def _checkpoint_files(wheel: Path, name: str) -> tuple[bytes, bytes]:
             members = {Path(m).as_posix(): m for m in archive.namelist()}
             index = next((m for p, m in members.items() if p.endswith(f"{name}/.index")), None)
             if index is None:
-                raise FileNotFoundError(f"{wheel}: no {name} checkpoint (is it the musicnn 0.1.0 wheel?)")
+                raise UserError(f"{wheel}: no {name} checkpoint (is it the musicnn 0.1.0 wheel?)")
             return archive.read(index), archive.read(index[: -len(".index")] + ".data-00000-of-00001")
     found = sorted(wheel.rglob(f"{name}/.index"))
     if not found:
-        raise FileNotFoundError(f"{wheel}: no {name}/.index below this folder")
+        raise UserError(f"{wheel}: no {name}/.index below this folder")
     return found[0].read_bytes(), found[0].with_name(".data-00000-of-00001").read_bytes()
 
 
@@ -198,18 +198,25 @@ def tf_to_state_dict(tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def convert_musicnn_weights(wheel: str, output_dir: str) -> list[Path]:
-    """Write musicnn_msd.safetensors and musicnn_mtt.safetensors into `output_dir` from the musicnn 0.1.0 wheel."""
+    """Write musicnn_msd.safetensors and musicnn_mtt.safetensors into `output_dir` from the musicnn 0.1.0 wheel (or
+    the folder where it was unpacked); both checkpoints are read before anything is written."""
     source, out = Path(wheel), Path(output_dir)
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no such wheel or folder")
+        raise UserError(f"{source}: no such wheel or folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: not a folder")
+    states = {}
+    for dataset, name in CHECKPOINTS.items():
+        try:
+            states[dataset] = tf_to_state_dict(read_tf_checkpoint(*_checkpoint_files(source, name)))
+        except (ValueError, KeyError, IndexError, struct.error, zipfile.BadZipFile) as err:  # a damaged checkpoint
+            raise UserError(f"{source}: {err} (is it the musicnn 0.1.0 wheel?)") from None
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for dataset, name in CHECKPOINTS.items():
-        index, data = _checkpoint_files(source, name)
-        state = tf_to_state_dict(read_tf_checkpoint(index, data))
+    for dataset, state in states.items():
         path = out / weights_path(dataset).name
         metadata = {
-            "source": f"musicnn 0.1.0 (https://github.com/jordipons/musicnn), checkpoint {name}",
+            "source": f"musicnn 0.1.0 (https://github.com/jordipons/musicnn), checkpoint {CHECKPOINTS[dataset]}",
             "licence": LICENCE,
             "dataset": dataset,
             "tags": json.dumps(list(TAGS[dataset])),
@@ -219,19 +226,13 @@ def convert_musicnn_weights(wheel: str, output_dir: str) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        print("usage: python -m music_genre_classification.models.musicnn_convert WHEEL OUTDIR", file=sys.stderr)
-        return 2
-    try:
-        for path in convert_musicnn_weights(*args):
-            print(path)
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+def run_musicnn_convert(wheel: str, output_dir: str) -> None:
+    """Convert musicnn's TensorFlow checkpoints to the safetensors weights the backbone loads.
 
+    WHEEL: the musicnn 0.1.0 wheel (pip download --no-deps musicnn==0.1.0), or the folder where it was unpacked;
+    OUTPUT_DIR gets musicnn_msd.safetensors and musicnn_mtt.safetensors (the models' weights and batch-norm
+    statistics, not the optimizer's state). No TensorFlow needed.
 
-if __name__ == "__main__":
-    sys.exit(main())
+    The `musicnn_convert` command: prints the files written."""
+    for path in convert_musicnn_weights(wheel, output_dir):
+        print(path)

@@ -79,6 +79,46 @@ class Run:
         print(f"\nrun directory:   {self.dir}\nbest checkpoint: {checkpoint}" + (f"\n{summary}" if summary else ""))
         return result
 
+    def save_fitted(self, blob: dict, data: object, val: dict) -> tuple[Path, dict]:
+        """checkpoints/model.ckpt of a scikit-learn model kind (features model, musicnn probe): `blob` (its
+        hyper-parameters and pipeline) with `data`'s split table and the `val` metrics, as a network's checkpoint
+        stores them; then `record_setup` with `data`'s split. Returns the checkpoint and the val metrics."""
+        import torch
+
+        checkpoint = self.dir / "checkpoints" / "model.ckpt"
+        checkpoint.parent.mkdir(parents=True)
+        val_metrics = {f"val/{k}": v for k, v in val.items() if k != "confusion"}
+        torch.save(blob | {"split_table": data.split_table, "val_metrics": val_metrics}, checkpoint)
+        self.record_setup(data.write_split)
+        return checkpoint, val_metrics
+
+    def finish_fitted(
+        self,
+        checkpoint: Path,
+        result: dict,
+        metrics: dict,
+        summary: str,
+        val: dict,
+        genres: list[str],
+        write_grid: Callable[[Path], Path] | None = None,
+    ) -> dict:
+        """`finish` for a scikit-learn model kind: also the val confusion plot (when there were val clips), the
+        grid's table (`write_grid`, when a grid was searched), `metrics` to MLflow, whose run then ends."""
+        from music_genre_classification.training.plots import plot_confusion
+
+        artifacts = []
+        if val:
+            self.plots.mkdir()
+            artifacts.append(plot_confusion(val["confusion"], genres, self.plots / "confusion_val.png", "val"))
+        if write_grid is not None:
+            artifacts.append(write_grid(self.dir / "grid.csv"))
+        if self.logger:
+            self.logger.log_metrics(metrics)
+        self.finish(checkpoint, result, artifacts, summary)
+        if self.logger:
+            self.logger.finalize("success")
+        return result
+
 
 def metrics_line(metrics: dict) -> str:
     """validation: val/acc=0.8000  val/f1=...; or that there were no val clips."""

@@ -8,7 +8,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from sklearn.model_selection import ParameterGrid
 
@@ -18,7 +17,6 @@ from music_genre_classification.data.fetch import ensure_data
 from music_genre_classification.models.classical import pipeline_to_bytes
 from music_genre_classification.models.predictors import FeaturePredictor, one_thread
 from music_genre_classification.training.evaluate import clip_metrics
-from music_genre_classification.training.plots import plot_confusion
 from music_genre_classification.training.runs import Run, metrics_line
 
 
@@ -60,8 +58,6 @@ def train_features(cfg: DictConfig, run: Run) -> dict:
     params, model, val = max(tried, key=lambda t: (t[2].get("acc", 0), -t[2].get("loss", 0)))  # first of equals
     train = clip_metrics(model, *data.tracks("train"))
 
-    checkpoint = run.dir / "checkpoints" / "model.ckpt"
-    checkpoint.parent.mkdir(parents=True)
     hyper_parameters = {
         "kind": "features",
         "genres": genres,
@@ -70,28 +66,16 @@ def train_features(cfg: DictConfig, run: Run) -> dict:
         "chosen": params,
         "run_config": to_dict(cfg),
     }
-    val_metrics = {f"val/{k}": v for k, v in val.items() if k != "confusion"}  # as a CNN checkpoint stores them
     blob = {"hyper_parameters": hyper_parameters, "pipeline": pipeline_to_bytes(model.pipeline)}
-    torch.save(blob | {"split_table": data.split_table, "val_metrics": val_metrics}, checkpoint)
-
-    run.record_setup(data.write_split)
+    checkpoint, val_metrics = run.save_fitted(blob, data, val)
     metrics = {"train/acc": train["acc"], **val_metrics}
     result = {"run_dir": str(run.dir), "best_checkpoint": str(checkpoint), "chosen": params, **metrics}
-    artifacts = []
-    if validate:
-        run.plots.mkdir()
-        artifacts.append(plot_confusion(val["confusion"], genres, run.plots / "confusion_val.png", "val"))
-    if len(candidates) > 1:
-        artifacts.append(write_grid(tried, run.dir / "grid.csv"))
     if run.logger:
         for step, (_, _, scores) in enumerate(tried):
             run.logger.log_metrics({f"grid/val_{k}": v for k, v in scores.items() if k != "confusion"}, step=step)
-        run.logger.log_metrics(metrics)
     chosen = f"\nchosen on val:   {params}" if len(candidates) > 1 else ""
-    run.finish(checkpoint, result, artifacts, metrics_line(metrics) + chosen)
-    if run.logger:
-        run.logger.finalize("success")
-    return result
+    grid = (lambda path: write_grid(tried, path)) if len(candidates) > 1 else None
+    return run.finish_fitted(checkpoint, result, metrics, metrics_line(metrics) + chosen, val, genres, grid)
 
 
 def write_grid(tried: list, path: Path) -> Path:

@@ -6,7 +6,6 @@ cross-validation on the train clips; the temperature from the same out-of-fold p
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from sklearn.model_selection import ParameterGrid
 
@@ -23,7 +22,6 @@ from music_genre_classification.models.musicnn_probe import (
     embedding_rows,
 )
 from music_genre_classification.training.evaluate import clip_metrics, metrics
-from music_genre_classification.training.plots import plot_confusion
 from music_genre_classification.training.probe_data import ProbeData, resolve_route
 from music_genre_classification.training.runs import Run, metrics_line
 
@@ -129,8 +127,6 @@ def train_probe(cfg: DictConfig, run: Run) -> dict:
     # the temperature from the out-of-fold probabilities of whole artists the head did not see (every train clip)
     temperature = fit_temperature(oof, np.array(labels)) if oof is not None else 1.0
 
-    checkpoint = run.dir / "checkpoints" / "model.ckpt"
-    checkpoint.parent.mkdir(parents=True)
     hyper_parameters = {
         "kind": "musicnn_probe",
         "genres": genres,
@@ -142,35 +138,21 @@ def train_probe(cfg: DictConfig, run: Run) -> dict:
     }
     blob = {"hyper_parameters": hyper_parameters, "pipeline": pipeline_to_bytes(head)}
     model = MusicnnProbePredictor(blob)
-    validate = bool(data.parts["val"][0])
-    val = clip_metrics(model, *data.tracks("val")) if validate else {}
-    val_metrics = {f"val/{k}": v for k, v in val.items() if k != "confusion"}
+    val = clip_metrics(model, *data.tracks("val")) if data.parts["val"][0] else {}
+    checkpoint, val_metrics = run.save_fitted(blob, data, val)
     cv_metrics = {f"cv/{k}": v for k, v in cv.items() if k != "confusion"}
-    torch.save(blob | {"split_table": data.split_table, "val_metrics": val_metrics}, checkpoint)
-
-    run.record_setup(data.write_split)
     train = clip_metrics(model, *data.tracks("train"))
     metrics_ = {"train/acc": train["acc"], **cv_metrics, **val_metrics}
     result = {"run_dir": str(run.dir), "best_checkpoint": str(checkpoint), "route": embedder.route}
     result |= {"embedding": embedding, "chosen": params, "temperature": temperature, **metrics_}
-    artifacts = []
-    if validate:
-        run.plots.mkdir()
-        artifacts.append(plot_confusion(val["confusion"], genres, run.plots / "confusion_val.png", "val"))
-    if len(candidates) > 1:
-        artifacts.append(write_grid(tried, run.dir / "grid.csv"))
-    if run.logger:
-        run.logger.log_metrics(metrics_)
     summary = metrics_line(metrics_)
     if cv:
         groups = "folds of whole artists" if data.artists else "folds"
         summary += f"\nout of fold:     acc={cv['acc']:.4f}  loss={cv['loss']:.4f} ({n_folds} {groups})"
     summary += f"\nchosen:          route={embedder.route} embedding={embedding} {params or ''}".rstrip()
     summary += f"\ntemperature:     {temperature:.3f} (fitted out of fold, stored in the checkpoint)"
-    run.finish(checkpoint, result, artifacts, summary)
-    if run.logger:
-        run.logger.finalize("success")
-    return result
+    grid = (lambda path: write_grid(tried, path)) if len(candidates) > 1 else None
+    return run.finish_fitted(checkpoint, result, metrics_, summary, val, genres, grid)
 
 
 def write_grid(tried: list, path: Path) -> Path:

@@ -93,3 +93,10 @@ def test_arguments_are_read_by_the_commands_signature(capsys):
     assert "--top is given twice" in fails("similar", ["--index", "i", "--top", "2", "--top", "3"], capsys)
     assert "unexpected argument 'z'" in fails("infer", ["m", "a", "o.csv", "z"], capsys)
     assert "--max_upload_mb must be a number > 0, not 'inf'" in fails("serve", ["--max_upload_mb", "inf"], capsys)
+
+
+def test_musicnn_convert_refuses_a_missing_wheel_in_one_line(tmp_path):
+    result = run_cli("musicnn_convert", "missing.whl", "weights", cwd=tmp_path)
+    assert result.returncode == 1 and not result.stdout
+    assert result.stderr.strip().splitlines() == ["error: missing.whl: no such wheel or folder"], result.stderr
+    assert not (tmp_path / "weights").exists()

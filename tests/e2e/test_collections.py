@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 import torch
 from helpers.audio import CLIP_S, SR
-from helpers.processes import REPO, run_cli
+from helpers.processes import REPO, run_cli, run_in_process
 
 from music_genre_classification.config import UserError
 from music_genre_classification.data.cache import build_cache, read_index
@@ -80,9 +80,10 @@ def collection(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def balanced_run(collection, tmp_path_factory) -> dict:
-    """The CLI trained on the manifest: genres auto, artist-grouped split, class weights and balanced sampling."""
+    """The CLI trained on the manifest: genres auto, artist-grouped split, class weights and balanced sampling (in
+    this process: the `trained` run of tests/conftest.py checks the command in its own)."""
     work = tmp_path_factory.mktemp("balanced_run")
-    result = run_cli(
+    result = run_in_process(
         "train",
         f"datamodule.root={collection / 'manifest.csv'}",
         "datamodule.genres=auto",

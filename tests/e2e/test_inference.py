@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers.audio import CLIP_S, GENRES, SR, encode, tone
+from helpers.audio import CLIP_S, GENRES, INFER_COLUMNS, SR, encode, tone
 from helpers.processes import run_cli
 
 from music_genre_classification.models.classifier import GenreClassifier
@@ -115,16 +115,7 @@ def test_folder_run_writes_rows_keeps_going_after_bad_files_and_resumes(trained,
     assert first.returncode == 1  # one file failed, and the exit code says so
     assert "Traceback" not in first.stderr and "1 non-audio ignored" in first.stdout
     rows = {r["path"]: r for r in csv.DictReader(open(out))}
-    assert list(next(iter(rows.values()))) == [
-        "path",
-        "genre",
-        *GENRES,
-        "duration_s",
-        "error",
-        "warning",
-        "not_music",
-        "model_sha256",
-    ]
+    assert list(next(iter(rows.values()))) == INFER_COLUMNS
     assert len(rows) == 5 and rows[str(library / "corrupt.mp3")]["error"]
     good = [r for r in rows.values() if not r["error"]]
     assert not any(r["not_music"] for r in good)  # every tune sounds like music

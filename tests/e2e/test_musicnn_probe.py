@@ -1,23 +1,31 @@
 """model=musicnn_probe through the real CLI: train (embeddings cached once), test, infer, both input routes, the
-checkpoint's route used by every consumer, and a checkpoint that names what it may not."""
+checkpoint's route used by every consumer (serve, embed and similar, the bot's replies), and a checkpoint that names
+what it may not."""
 
+import asyncio
 import csv
 import json
 import re
+import signal
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
 from helpers.audio import GENRES, SR, write_gtzan
-from helpers.processes import TRAIN_ARGS, run_cli
+from helpers.fake_telegram import TOKEN, FakeBotAPI
+from helpers.processes import TRAIN_ARGS, Server, run_cli, run_in_process
 
 from music_genre_classification.config import UserError, compose
 from music_genre_classification.data.audio import AudioError
 from music_genre_classification.data.spectrogram import LogMel
 from music_genre_classification.models.checkpoint import load_checkpoint
 from music_genre_classification.models.classifier import GenreClassifier
+from music_genre_classification.models.musicnn import MSD_TAGS
 from music_genre_classification.models.predictors import checkpoint_kind
+from music_genre_classification.serving.bot import GenreBot, build_application
+from music_genre_classification.serving.library import read_library
 from music_genre_classification.training.evaluate import test as run_test
 from music_genre_classification.training.train import fit
 
@@ -121,6 +129,63 @@ def test_a_checkpoint_naming_an_unknown_route_is_refused(audio_probe, tmp_path):
     torch.save(ckpt, tmp_path / "bad.ckpt")
     with pytest.raises(UserError, match="route"):
         GenreClassifier.from_checkpoint(tmp_path / "bad.ckpt")
+
+
+def test_serve_answers_with_the_probe(audio_probe, tmp_path):
+    server = Server(tmp_path, "--model_path", str(audio_probe["checkpoint"]))
+    try:
+        server.wait_ready()
+        clip = (audio_probe["root"] / "low" / "low.00004.wav").read_bytes()
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            answer = client.post("/predict?tags=true", files={"file": ("low.wav", clip)})
+            (model,) = client.get("/models").json()
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["genre"] == "low" and set(body["probabilities"]) == set(GENRES), body
+        assert abs(sum(body["probabilities"].values()) - 1) < 1e-4
+        assert {t["tag"] for t in body["tags"]} <= set(MSD_TAGS)  # the same backbone, its tag layer
+        assert model["kind"] == "musicnn_probe" and model["genres"] == GENRES, model
+    finally:
+        assert server.stop() in (0, -signal.SIGTERM), server.log_text()[-3000:]
+
+
+def test_embed_and_similar_compare_the_embedding_the_probe_reads(audio_probe, tmp_path):
+    checkpoint, root = str(audio_probe["checkpoint"]), audio_probe["root"]
+    table = tmp_path / "library.npz"
+    result = run_in_process("embed", checkpoint, root, table, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    tracks = read_library(table)
+    embedding = load_checkpoint(checkpoint)["hyper_parameters"]["embedding"]  # the latest train of this module's
+    dim = {"penultimate": 200, "mean_pool": 753, "max_pool": 753, "mean_max": 2 * 753}[embedding]
+    assert tracks.embeddings.shape == (3 * 6, dim) and np.isfinite(tracks.embeddings).all()
+    assert tracks.genres == tracks.labels  # the probe gets every clip of its own training set right
+    query = str(root / "high" / "high.00001.wav")
+    result = run_in_process("similar", "--index", table, "--path", query, "--top", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = [line.split()[-1] for line in result.stdout.splitlines() if line.split() and line.split()[0].isdigit()]
+    assert len(found) == 3 and query not in found and all("/high/" in p for p in found), result.stdout
+
+
+def test_the_bot_replies_with_the_probes_genre(audio_probe):
+    """The bot's handlers in this process (the `bot` command's own process is tested in test_bot.py), long polling
+    a fake Bot API on 127.0.0.1: download, the probe, the reply."""
+    genre_bot = GenreBot(GenreClassifier.from_checkpoint(audio_probe["checkpoint"]), max_file_mb=20, tags=True)
+
+    async def converse(api: FakeBotAPI) -> str:
+        app = build_application(genre_bot, TOKEN, api.base_url, None, False)
+        async with app:
+            await app.start()
+            await app.updater.start_polling(poll_interval=0.01, timeout=1)
+            file = api.add_file((audio_probe["root"] / "mid" / "mid.00005.wav").read_bytes(), "music/song.wav")
+            api.send((901, {"audio": {**file, "duration": 10, "file_name": "song.wav", "mime_type": "audio/wav"}}))
+            (reply,) = await asyncio.to_thread(api.replies, 901)
+            await app.updater.stop()
+            await app.stop()
+        return reply
+
+    with FakeBotAPI() as api:
+        reply = asyncio.run(converse(api))
+    assert reply.startswith("<b>mid</b>") and "Tags: " in reply, reply
 
 
 def test_a_cross_fitted_ensemble_blends_each_folds_probe_with_its_cnn(audio_probe, tmp_path, cli_in_process):

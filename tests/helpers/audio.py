@@ -17,6 +17,8 @@ from music_genre_classification.data.audio import MIN_DURATION_S
 GENRES = ["low", "mid", "high"]
 SR = 22050
 CLIP_S = MIN_DURATION_S + 2.0  # a short clip that the model still judges
+# the header of `infer`'s table of a folder (.csv, .jsonl), for a model of GENRES: as for any model kind
+INFER_COLUMNS = ["path", "genre", *GENRES, "duration_s", "error", "warning", "not_music", "model_sha256"]
 NEWS = "Good evening. Here is the news. The council approved the budget for the new bus lines today. "
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

@@ -52,7 +52,7 @@ def test_every_console_script_runs_the_checks_of_music_genre(argv, capsys, monke
 
 
 def test_each_main_command_has_its_console_script():
-    assert set(SCRIPTS) - {"music-genre"} == set(commands.COMMANDS) - {"fma_manifest"}
+    assert set(SCRIPTS) - {"music-genre"} == set(commands.COMMANDS) - {"fma_manifest", "musicnn_convert"}
 
 
 def documented_flags() -> dict[str, tuple[set[str], bool]]:

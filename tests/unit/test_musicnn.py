@@ -21,8 +21,7 @@ from music_genre_classification.models.musicnn import (
     weights_metadata,
     weights_path,
 )
-from music_genre_classification.models.musicnn_convert import CHECKPOINTS, LAYERS, convert_musicnn_weights
-from music_genre_classification.models.musicnn_convert import main as convert_main
+from music_genre_classification.models.musicnn_convert import CHECKPOINTS, LAYERS
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "musicnn_reference.npz"
 OUTPUTS = ("tags", "penultimate", "max_pool", "mean_pool")
@@ -95,17 +94,6 @@ def test_weights_file_holds_every_tensor_of_the_network_and_nothing_else(dataset
     assert json.loads(meta["tags"]) == list(TAGS[dataset]) and "ISC" in meta["licence"]
 
 
-def test_conversion_refuses_what_is_not_the_musicnn_wheel(tmp_path, capsys):
-    assert convert_main([str(tmp_path / "missing.whl"), str(tmp_path / "out")]) == 1
-    assert capsys.readouterr().err.startswith("error: ")
-    fake = tmp_path / "musicnn.whl"
-    fake.write_bytes(b"not a zip archive")
-    assert convert_main([str(fake), str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
-    assert convert_main([str(tmp_path)]) == 2
-
-
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -142,11 +130,12 @@ def tf_checkpoint(tensors: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
     return block + meta + index + footer, data
 
 
-def test_conversion_reads_the_tf_checkpoint_layout_into_the_committed_weights(tmp_path):
-    """The committed weights, put back into TensorFlow's names and layouts inside a wheel, convert to themselves."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The committed weights, put back into TensorFlow's names and layouts inside a wheel shaped like musicnn's."""
     layers = {module: layer for layer, module in LAYERS.items()}
     parameters = {"weight": "kernel", "bias": "bias", "running_mean": "moving_mean", "running_var": "moving_variance"}
-    wheel = tmp_path / "musicnn-0.1.0-py3-none-any.whl"
+    wheel = tmp_path_factory.mktemp("wheel") / "musicnn-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         for dataset, checkpoint in CHECKPOINTS.items():
             tensors = {"beta1_power": np.array(0.9, dtype=np.float32)}  # optimizer state: left out
@@ -169,10 +158,44 @@ def test_conversion_reads_the_tf_checkpoint_layout_into_the_committed_weights(tm
             index, data = tf_checkpoint(tensors)
             archive.writestr(f"musicnn/{checkpoint}/.index", index)
             archive.writestr(f"musicnn/{checkpoint}/.data-00000-of-00001", data)
-    written = convert_musicnn_weights(str(wheel), str(tmp_path / "out"))
-    for dataset, path in zip(CHECKPOINTS, written):
+    return wheel
+
+
+def test_the_convert_command_reads_the_tf_checkpoint_layout_into_the_committed_weights(wheel, tmp_path, cli_in_process):
+    result = cli_in_process("musicnn_convert", wheel, "weights", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = [Path(line) for line in result.stdout.split()]  # the folder as given
+    assert written == [Path("weights") / weights_path(dataset).name for dataset in CHECKPOINTS]
+    for dataset, path in zip(CHECKPOINTS, (tmp_path / p for p in written)):
         converted, committed = load_file(str(path)), load_file(str(weights_path(dataset)))
         assert set(converted) == set(committed)
         for name, value in committed.items():
             assert torch.equal(converted[name], value), name
         assert weights_metadata(path) == weights_metadata(weights_path(dataset))
+
+
+def test_the_convert_command_refuses_what_is_not_the_musicnn_wheel_before_writing(wheel, tmp_path, cli_in_process):
+    (tmp_path / "not_a_zip.whl").write_bytes(b"not a zip archive")
+    with zipfile.ZipFile(tmp_path / "other.whl", "w") as archive:
+        archive.writestr("other/__init__.py", "")
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(tmp_path / "cut.whl", "w") as archive:
+        for member in source.namelist():  # the MSD checkpoint's tensors cut short
+            data = source.read(member)
+            archive.writestr(member, data[: len(data) // 2] if member.endswith(".data-00000-of-00001") else data)
+    (tmp_path / "a_file").write_text("")
+    cases = {
+        "missing.whl": "missing.whl: no such wheel or folder",
+        "not_a_zip.whl": "not_a_zip.whl: File is not a zip file",
+        "other.whl": "other.whl: no MSD_musicnn checkpoint",
+        "cut.whl": "cut.whl: ",
+        str(tmp_path): "no MSD_musicnn/.index below this folder",
+    }
+    for source, message in cases.items():
+        result = cli_in_process("musicnn_convert", source, "out", cwd=tmp_path)
+        (line,) = result.stderr.splitlines()
+        assert result.returncode == 1 and line.startswith("error: ") and message in line, (source, result.stderr)
+    result = cli_in_process("musicnn_convert", wheel, "a_file", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.strip() == "error: a_file: not a folder"
+    result = cli_in_process("musicnn_convert", wheel, cwd=tmp_path)
+    assert result.returncode == 1 and "needs --output_dir" in result.stderr
+    assert not (tmp_path / "out").exists()
