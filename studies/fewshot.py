@@ -37,9 +37,9 @@ AUDIO = Path("data/dataset/genres_original")
 SPECTROGRAMS = Path("data/dataset/spectrograms")
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 INTENDED = (5, 10, 20)  # the curve the issue asks for, once a collection has the clips
-EPOCHS = 6  # few-shot CNN runs, fixed in advance (2 CPU cores: each epoch of 50 clips takes ~10 s)
-FREEZE_EPOCHS = 2  # fine-tuning: the head alone first, then the whole network
-PRETRAIN_EPOCHS = 5  # the GTZAN CNN that fine-tuning starts from (~1 min per epoch on 2 CPU cores)
+EPOCHS = 20  # few-shot CNN runs, fixed in advance: half the default recipe's 40 (a 50-clip run takes ~45 s)
+FREEZE_EPOCHS = 5  # fine-tuning: the head alone first, then the whole network
+PRETRAIN_EPOCHS = 40  # the GTZAN CNN that fine-tuning starts from: the default recipe (~5 min on 2 CPU cores)
 LEARNERS = ("probe", "pretrained", "finetuned", "cnn")
 NAMES = {
     "probe": "musicnn probe (audio route, frozen MSD backbone)",
@@ -113,17 +113,19 @@ def score(checkpoint: str, scored: Path, cache: Path) -> float:
 
 def pretrain(work: Path, artists: dict[str, str]) -> dict:
     """The CNN that fine-tuning starts from: every stored GTZAN spectrogram whose artist is not among the wav clips
-    (nor the wav clips themselves), whole artists 85/15 to train and val; the best epoch by val loss."""
+    (nor the wav clips themselves, nor a clip of unknown artist), whole artists 85/15 to train and val; the best
+    epoch by val loss."""
     done = work / "pretrained.json"
     if done.is_file():
         return json.loads(done.read_text())
     wav = {c for clips in wav_clips().values() for c in clips}
-    excluded = {artists[c] for c in wav if c in artists}
+    excluded = {artists[c] for c in wav if c in artists} | {"?"}
     manifest = work / "pretrain.csv"
     rows = [
         [str(p.resolve()), p.parent.name, artists.get(f"{p.parent.name}/{p.stem}", "")]
         for p in sorted(SPECTROGRAMS.glob("*/*.npy"))
-        if f"{p.parent.name}/{p.stem}" not in wav and artists.get(f"{p.parent.name}/{p.stem}") not in excluded
+        # a clip of unknown artist is left out too: it may be by the artist of an unknown-artist wav clip
+        if f"{p.parent.name}/{p.stem}" not in wav and artists.get(f"{p.parent.name}/{p.stem}", "?") not in excluded
     ]
     with open(manifest, "w", newline="") as f:
         csv.writer(f).writerows([["path", "genre", "artist"], *rows])
@@ -141,7 +143,7 @@ def pretrain(work: Path, artists: dict[str, str]) -> dict:
     result = {
         "checkpoint": r["best_checkpoint"],
         "clips": len(rows),
-        "artists_excluded": len(excluded),
+        "artists_excluded": len(excluded) - 1,
         "val_acc": r.get("val/acc"),
         "seconds": time.perf_counter() - start,
     }
@@ -175,7 +177,7 @@ def mean_std(values: list[float]) -> str:
 def main(
     output: str | None = None,
     seeds: int = 5,
-    cnn_seeds: int = 3,
+    cnn_seeds: int = 5,
     shots: str = "1,2,3,5",
     work: str = ".cache/fewshot",
     budget_s: float | None = None,
