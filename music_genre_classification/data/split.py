@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from music_genre_classification.data.audio import is_audio_file
 from music_genre_classification.data.dataset import DataError
 
 PARTS = ("train", "val", "test")
@@ -148,7 +149,8 @@ class ManifestSplit:
 
 
 class ListSplit:
-    """Clips named in list files (`genre/genre.000NN.wav` per line); clips absent from the data are just absent.
+    """Clips named in list files (`genre/genre.000NN.wav` per line); clips absent from the data are just absent, and a
+    part whose list is null is empty (split=lists split.val=null: no val part, the last epoch is kept).
 
     When no clip of the test list is present (the 639-clip development set holds only Sturm's train and valid
     lists), the valid list becomes the test part and `val_fraction` of the train list, stratified, the val part.
@@ -161,9 +163,9 @@ class ListSplit:
 
     def __init__(
         self,
-        train: str,
-        val: str,
-        test: str,
+        train: str | None,
+        val: str | None,
+        test: str | None,
         val_fraction: float = 0.15,
         seed: int = 42,
         name: str = "",
@@ -180,7 +182,7 @@ class ListSplit:
         self.artists = read_artists(artists) if artists else {}
 
     def assign(self, clips: dict[str, str], columns: dict | None = None) -> dict[str, str]:
-        listed = {part: [c for c in read_list(path) if c in clips] for part, path in self.lists.items()}
+        listed = {part: [c for c in read_list(path) if c in clips] if path else [] for part, path in self.lists.items()}
         if not listed["test"]:
             print(f"split {self.name}: no clip of the test list is in the data; testing on the val list instead")
             train = {c: clips[c] for c in listed["train"]}
@@ -292,4 +294,9 @@ def read_artists(path: str | Path) -> dict[str, str]:
 def read_list(path: str | Path) -> list[str]:
     path = _find(path)
     lines = [line.strip() for line in path.read_text().splitlines()]
-    return [line.rsplit(".", 1)[0] if line.endswith(".wav") else line for line in lines if line]
+    # a line names a file (`rock/song.mp3`) or a clip id (`rock/song`): ids have no audio or .npy suffix
+    return [str(Path(line).with_suffix("")) if _is_clip_file(line) else line for line in lines if line]
+
+
+def _is_clip_file(line: str) -> bool:
+    return is_audio_file(Path(line)) or line.lower().endswith(".npy")

@@ -94,6 +94,22 @@ def test_train_caches_the_embeddings_once_and_records_the_audio_route(audio_prob
     assert cached(work) == first  # a second train read them, computed nothing, rewrote nothing
 
 
+def test_few_shot_lists_train_with_the_configured_head_and_are_tested_on_the_rest(audio_probe, capsys):
+    """One clip per genre (split=lists, no val list): no fold can score a genre, so the grid falls back to the
+    configured embedding and T = 1, said in one warning line; the other clips are the test part."""
+    work, root = audio_probe["work"], audio_probe["root"]
+    train_list, test_list = work / "few_train.txt", work / "few_test.txt"
+    train_list.write_text("".join(f"{g}/{g}.00000.wav\n" for g in GENRES))
+    test_list.write_text("".join(f"{g}/{g}.{i:05d}.wav\n" for g in GENRES for i in range(1, 6)))
+    folders = [f"output_dir={work / 'few'}", f"model.cache_dir={work / '.cache' / 'musicnn'}"]
+    lists = ["split=lists", f"split.train={train_list}", f"split.test={test_list}", *SMALL_GRID, *folders]
+    few = fit(compose("train", ["model=musicnn_probe", f"datamodule.root={root}", GENRES_ARG, *lists]))
+    assert "warning: model.grid and the temperature need out-of-fold scores" in capsys.readouterr().out
+    assert few["embedding"] == "mean_pool" and few["chosen"] == {} and few["temperature"] == 1.0
+    tested = run_test(few["best_checkpoint"], ["mlflow=null", "split=lists", f"split.test={test_list}"])
+    assert tested["clips"] == 5 * len(GENRES) and tested["accuracy"] > 0.5
+
+
 def test_test_and_infer_use_the_probe(audio_probe):
     work, root = audio_probe["work"], audio_probe["root"]
     tested = run_test(str(audio_probe["checkpoint"]), [])

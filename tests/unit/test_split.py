@@ -104,3 +104,16 @@ def test_random_split_folds_keep_one_test_part_and_cut_the_rest_by_artist():
     for parts in splits:
         seen = {part: {artists[c] for c, p in parts.items() if p == part} for part in ("train", "val", "test")}
         assert not seen["val"] & seen["train"] and not seen["test"] & (seen["train"] | seen["val"])
+
+
+def test_lists_split_takes_given_lists_and_a_null_list_is_an_empty_part(tmp_path):
+    (tmp_path / "train.txt").write_text("blues/blues.00001.wav\nrock/rock.00002.mp3\n")
+    (tmp_path / "test.txt").write_text("blues/blues.00003\nrock/rock.00004.flac\n")
+    split = ListSplit(str(tmp_path / "train.txt"), None, str(tmp_path / "test.txt"), name="lists")
+    parts = split.assign(gtzan_like(5))
+    assert parts == {
+        "blues/blues.00001": "train",
+        "rock/rock.00002": "train",
+        "blues/blues.00003": "test",
+        "rock/rock.00004": "test",
+    }
