@@ -4,6 +4,10 @@ Points are coloured by the genre their folder names (`label`) when the tracks ha
 hovering a point of the HTML page shows its file, predicted genre and label. plotly.js is inside the page (no CDN).
 """
 
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +43,29 @@ def layout(embeddings: np.ndarray, method: str = "tsne", seed: int = 0) -> np.nd
     from sklearn.manifold import TSNE
 
     return TSNE(2, perplexity=min(30.0, (len(points) - 1) / 3), init="pca", random_state=seed).fit_transform(points)
+
+
+@contextmanager
+def ticking(what: str) -> Iterator[None]:
+    """`what: 12s` on stderr, its time ticking each second while the block runs: t-SNE and UMAP report no steps of
+    their own, and a big library (or UMAP's first, compiling run) takes a minute."""
+    from tqdm import tqdm
+
+    line = tqdm(desc=what, bar_format="{desc}: {elapsed}", file=sys.stderr, mininterval=0.5)
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(1.0):
+            line.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        line.close()
 
 
 def colours(library: Library) -> tuple[list[str], str]:
@@ -102,9 +129,8 @@ def run_map(index: str, output_path: str, method: str = "tsne") -> list[Path]:
         check_writable(path)
     library = read_library(Path(index))
     name = {"tsne": "t-SNE", "umap": "UMAP"}[method]
-    # one status line: the layout gives no progress of its own, and a big library takes a while
-    print(f"map: laying out {len(library)} tracks with {name}...", flush=True)
-    xy = layout(library.embeddings, method)
+    with ticking(f"map: laying out {len(library)} tracks with {name}"):
+        xy = layout(library.embeddings, method)
     groups, what = colours(library)
     title = f"{len(library)} tracks of {Path(index).name}, {name} of the embeddings, colour: {what}"
     write_png(xy, groups, title, png)

@@ -147,7 +147,15 @@ class ProbeData:
         if cache:
             cache.mkdir(parents=True, exist_ok=True)
         kept, skipped = [], []
-        bar = tqdm(clips, desc="musicnn embeddings", unit="clip", leave=False, disable=not sys.stderr.isatty())
+        # the first run embeds every clip (minutes for GTZAN): the bar shows on stderr, redrawn less often in a log
+        bar = tqdm(
+            clips,
+            desc="musicnn embeddings",
+            unit="clip",
+            leave=False,
+            file=sys.stderr,
+            mininterval=0.1 if sys.stderr.isatty() else 10.0,
+        )
         with _torch_threads():
             for clip in bar:
                 try:

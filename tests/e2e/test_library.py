@@ -148,7 +148,8 @@ def test_map_writes_an_image_and_an_offline_html_page(library):
     html = (work / "map.html").read_text()
     assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js inside the page: works offline
     assert "low.00000.wav" in html and "predicted: " in html  # hover: file and genre
-    assert result.stdout.startswith("map: laying out 24 tracks with t-SNE...")  # a status line while it works
+    assert "map: laying out 24 tracks with t-SNE: 00:0" in result.stderr  # its time ticks while the layout runs
+    assert result.stdout.startswith("map of 24 tracks (tsne) -> ")
     assert (work / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

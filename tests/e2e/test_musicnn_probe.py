@@ -55,7 +55,8 @@ def audio_probe(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("probe_audio")
     root = write_gtzan(work / "gtzan", clips_per_genre=6)
     result = train(root, work, *SMALL_GRID)
-    return {"work": work, "root": root, "checkpoint": work / "outputs" / "model_full.ckpt", "stdout": result.stdout}
+    checkpoint = work / "outputs" / "model_full.ckpt"
+    return {"work": work, "root": root, "checkpoint": checkpoint, "stdout": result.stdout, "stderr": result.stderr}
 
 
 def write_spectrogram_folder(audio_root, folder):
@@ -83,6 +84,7 @@ def _read(path) -> np.ndarray:
 def test_train_caches_the_embeddings_once_and_records_the_audio_route(audio_probe):
     stdout, work = audio_probe["stdout"], audio_probe["work"]
     assert "out of fold" in stdout and "route=audio" in stdout and "temperature" in stdout
+    assert "musicnn embeddings: " in audio_probe["stderr"]  # the first run's wait shows progress, even in a log
     ckpt = load_checkpoint(audio_probe["checkpoint"])
     hp = ckpt["hyper_parameters"]
     assert checkpoint_kind(ckpt) == "musicnn_probe" and hp["route"] == "audio" and hp["backbone"] == "msd"
