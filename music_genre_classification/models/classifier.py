@@ -8,7 +8,7 @@ import math
 import os
 import sys
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -175,7 +175,8 @@ class GenreClassifier:
         if tags:
             _check_taggable(source)
         windows, warning = self._track(source, sample_rate, progress)
-        prediction = self._predict_tracks([windows])[0]
+        with model_progress(windows, source, progress) as done:
+            prediction = self._predict_tracks([windows], done=done)[0]
         prediction.warning = warning
         if tags:
             prediction.tags = audio_tags(source, sample_rate)
@@ -227,10 +228,12 @@ class GenreClassifier:
         except (OSError, ValueError, RuntimeError) as err:  # whatever a decoder raises for one file stays that file's
             return f"{path}: cannot be classified ({first_line(err)})"
 
-    def _predict_tracks(self, tracks: list[list[Window]], embeddings: bool = False) -> list[Prediction]:
+    def _predict_tracks(
+        self, tracks: list[list[Window]], embeddings: bool = False, done: Callable[[int], None] | None = None
+    ) -> list[Prediction]:
         results = []
         for track, (track_probs, window_probs, embedding) in zip(
-            tracks, judged_track_outputs(self.model, tracks, embeddings)
+            tracks, judged_track_outputs(self.model, tracks, embeddings, done)
         ):
             segments = [
                 Segment(round(s, 3), round(e, 3), self.genres[int(p.argmax())], round(float(p.max()), 4))
@@ -274,7 +277,24 @@ def window_progress(blocks: Iterable[np.ndarray], source: object, window_s: floa
     if windows is not None and windows < LONG_FILE_WINDOWS:
         return blocks
     name = Path(str(source)).name
-    return tqdm(blocks, total=windows, desc=name, unit=" windows", file=sys.stderr, delay=0 if windows else 3)
+    return tqdm(
+        blocks, total=windows, desc=f"{name}: read", unit=" windows", file=sys.stderr, delay=0 if windows else 3
+    )
+
+
+@contextmanager
+def model_progress(windows: list[Window], source: object, progress: bool) -> Iterator[Callable[[int], None] | None]:
+    """After reading a long file, a second bar counts its windows through the model (the musicnn backbone takes
+    about ten times as long as reading them); None (no bar) for a short file, a waveform or without `progress`."""
+    from tqdm import tqdm
+
+    judged = sum(w[2] is not None for w in windows)
+    if not progress or not isinstance(source, str | os.PathLike) or len(windows) < LONG_FILE_WINDOWS:
+        yield None
+        return
+    name = Path(str(source)).name
+    with tqdm(total=judged, desc=f"{name}: genre", unit=" windows", file=sys.stderr, delay=1) as bar:
+        yield bar.update
 
 
 @contextmanager

@@ -12,7 +12,7 @@ Every kind applies the temperature its checkpoint holds (hyper_parameters.temper
 calibration.py) to its clip probabilities; an ensemble's members keep theirs and the blend may have its own.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -218,15 +218,35 @@ def _per_track(values: np.ndarray, tracks: list[list[tuple]]) -> list[np.ndarray
     return np.split(values, ends[:-1])
 
 
-def judged_track_outputs(model, tracks: list[list[tuple]], embeddings: bool = False) -> list[tuple]:
+PROGRESS_WINDOWS = 8  # windows per step when the caller counts them (the CNN runs 8 windows at once anyway)
+
+
+def model_outputs(model, inputs: list, embeddings: bool = False, done: Callable[[int], None] | None = None) -> tuple:
+    """The model's probabilities (and embeddings, or None) of window inputs; `done(n)` is told of every
+    PROGRESS_WINDOWS windows run, for a bar over a long track (every kind scores each window on its own, so the
+    figures are the same in steps)."""
+    if done is None:
+        return model.embed(inputs) if embeddings else (model.probabilities(inputs), None)
+    parts = []
+    for first in range(0, len(inputs), PROGRESS_WINDOWS):
+        parts.append(model_outputs(model, inputs[first : first + PROGRESS_WINDOWS], embeddings))
+        done(len(inputs[first : first + PROGRESS_WINDOWS]))
+    probs = np.concatenate([p for p, _ in parts])
+    return probs, np.concatenate([v for _, v in parts]) if embeddings else None
+
+
+def judged_track_outputs(
+    model, tracks: list[list[tuple]], embeddings: bool = False, done: Callable[[int], None] | None = None
+) -> list[tuple]:
     """Per track of windows (start_s, end_s, input or None, verdict: None where it may be music), the model run on
     the windows that have an input: (probabilities averaged over its music windows, or over all judged windows when
-    none is music; per window its probabilities or None; its embedding averaged the same way, or None)."""
+    none is music; per window its probabilities or None; its embedding averaged the same way, or None).
+    `done`: see model_outputs."""
     judged = [[w for w in track if w[2] is not None] for track in tracks]
     inputs = [w[2] for track in judged for w in track]
     if not inputs:
         return []
-    probs, vectors = model.embed(inputs) if embeddings else (model.probabilities(inputs), None)
+    probs, vectors = model_outputs(model, inputs, embeddings, done)
     results, i = [], 0
     for track, kept in zip(tracks, judged):
         window_probs = probs[i : i + len(kept)]

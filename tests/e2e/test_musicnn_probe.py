@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
-from helpers.audio import GENRES, SR, write_gtzan
+from helpers.audio import GENRES, SR, tone, write_gtzan
 from helpers.fake_telegram import TOKEN, FakeBotAPI
 from helpers.processes import TRAIN_ARGS, Server, run_cli, run_in_process
 
@@ -74,8 +75,6 @@ def write_spectrogram_folder(audio_root, folder):
 
 
 def _read(path) -> np.ndarray:
-    import soundfile as sf
-
     wave, rate = sf.read(str(path), dtype="float32")
     assert rate == SR
     return wave
@@ -94,6 +93,16 @@ def test_train_caches_the_embeddings_once_and_records_the_audio_route(audio_prob
     again = train_here(audio_probe["root"], work, "~model.grid", "model.embedding=max_pool")
     assert again["embedding"] == "max_pool" and again["route"] == "audio"
     assert cached(work) == first  # a second train read them, computed nothing, rewrote nothing
+
+
+def test_a_long_file_counts_its_windows_through_the_backbone(audio_probe, tmp_path, cli_in_process):
+    """The backbone takes ten times as long as reading a file: after the read bar, a second counts its windows."""
+    six_minutes = np.concatenate([tone("low", seed, seconds=30.0) for seed in range(12)])
+    sf.write(tmp_path / "long.wav", six_minutes, SR, subtype="PCM_16")
+    result = cli_in_process("infer", audio_probe["checkpoint"], "long.wav", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    bars = result.stderr.replace("\r", "\n")
+    assert "long.wav: read: 100%" in bars and re.search(r"long\.wav: genre: 100%.* 12/12", bars), bars[-2000:]
 
 
 def test_few_shot_lists_train_with_the_configured_head_and_are_tested_on_the_rest(audio_probe, capsys):
