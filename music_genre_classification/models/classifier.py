@@ -288,11 +288,10 @@ def model_progress(windows: list[Window], source: object, progress: bool) -> Ite
     about ten times as long as reading them); None (no bar) for a short file, a waveform or without `progress`."""
     from tqdm import tqdm
 
-    judged = sum(w[2] is not None for w in windows)
     if not progress or not isinstance(source, str | os.PathLike) or len(windows) < LONG_FILE_WINDOWS:
         yield None
         return
-    name = Path(str(source)).name
+    judged, name = sum(w[2] is not None for w in windows), Path(str(source)).name
     with tqdm(total=judged, desc=f"{name}: genre", unit=" windows", file=sys.stderr, delay=1) as bar:
         yield bar.update
 

@@ -229,8 +229,9 @@ def model_outputs(model, inputs: list, embeddings: bool = False, done: Callable[
         return model.embed(inputs) if embeddings else (model.probabilities(inputs), None)
     parts = []
     for first in range(0, len(inputs), PROGRESS_WINDOWS):
-        parts.append(model_outputs(model, inputs[first : first + PROGRESS_WINDOWS], embeddings))
-        done(len(inputs[first : first + PROGRESS_WINDOWS]))
+        step = inputs[first : first + PROGRESS_WINDOWS]
+        parts.append(model_outputs(model, step, embeddings))
+        done(len(step))
     probs = np.concatenate([p for p, _ in parts])
     return probs, np.concatenate([v for _, v in parts]) if embeddings else None
 
